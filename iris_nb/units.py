@@ -48,7 +48,7 @@ SI_UNITS = {
 DEFAULT_MODEL_UNITS = {
     "temperature": "K",
     "intensity": "MJy / sr",
-    "v_density": "solMass / (pc2 km / s)",
+    "v_density": "solMass s / (km pc2)",
     "density": "solMass / pc3",
 }
 
@@ -56,7 +56,7 @@ DEFAULT_MODEL_UNITS = {
 _NICE_UNITS = {
     "temperature": ["K", "mK"],
     "intensity": ["MJy / sr", "Jy / sr", "W / (m2 Hz sr)", "erg / (s cm2 Hz sr)"],
-    "v_density": ["solMass / (pc2 km / s)", "g / (cm2 km / s)", "kg s / m3"],
+    "v_density": ["solMass s / (km pc2)", "g s / (cm2 km)", "kg s / m3"],
     "density": ["solMass / pc3", "g / cm3", "kg / m3"],
 }
 

@@ -1,0 +1,265 @@
+"""Reversion: a spectral-line cube in, a top-down density map out.
+
+:func:`revert` chains the steps of DESIGN.md section 2 for a trained
+:class:`~iris_nb.model.Reverter` (or an ensemble of them):
+
+standardise the cube -> regrid it to the model grid -> reduce latitude with the model's
+reduction -> convert units -> run the network in batches -> label the result.
+
+Everything that can be wrong with the input (cube, units, models) is checked before the
+cube is regridded, and the network only runs once all unit conversions are known to work.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from importlib.metadata import PackageNotFoundError, version
+
+import astropy.units as u
+import numpy as np
+import torch
+import xarray as xr
+
+from .cube import cube_beam, cube_rest_frequency, reduce_cube, standardize_cube
+from .regrid import regrid_cube
+from .units import SI_UNITS, brightness_scale, density_scale, parse_unit
+
+__all__ = ["revert", "input_space_for", "best_device"]
+
+_SOURCE_KEYS = ("source", "filename", "file", "path", "origin", "title", "OBJECT")
+
+
+def best_device(device=None) -> torch.device:
+    """The device to run on: ``device`` if given, else cuda, else mps, else cpu."""
+    if device is not None:
+        try:
+            return torch.device(device)
+        except (RuntimeError, TypeError) as err:
+            raise ValueError(
+                f"device={device!r} is not a torch device ({err}); use 'cpu', 'cuda', 'cuda:0' or 'mps'"
+            ) from None
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def input_space_for(unit, attrs: dict | None = None, rest_frequency: float | None = None):
+    """How cube data in ``unit`` enter a model: ``(in_space, in_unit, scale)``.
+
+    Temperatures (``K``, ``mK``) enter as ``"T"``; surface brightness (``Jy/sr``, SI
+    intensity) as ``"I"``; velocity-resolved column density as ``"vrho"``; ``Jy/beam``
+    is turned into K with the beam in ``attrs`` (``beam_fwhm`` arcsec, or FITS ``BMAJ``/``BMIN``)
+    and enters as ``"T"`` after multiplying the data by ``scale``.  ``rest_frequency`` (GHz)
+    is used for Jy/beam when ``attrs`` state none.
+    """
+    attrs = attrs or {}
+    unit = parse_unit(unit, "cube data")
+    if unit.is_equivalent(SI_UNITS["temperature"]):
+        return "T", unit, 1.0
+    if unit.is_equivalent(SI_UNITS["intensity"]):
+        return "I", unit, 1.0
+    if unit.is_equivalent(SI_UNITS["v_density"]):
+        return "vrho", unit, 1.0
+    if "beam" in unit.to_string() or unit.is_equivalent(u.Jy / u.beam):
+        freq = cube_rest_frequency(attrs) or rest_frequency
+        if freq is None:
+            raise ValueError(
+                f"cube data are in {unit}; converting to K needs a rest frequency: "
+                "set cube.attrs['rest_frequency'] (GHz)"
+            )
+        return "T", u.K, brightness_scale(unit, freq, cube_beam(attrs))
+    raise ValueError(
+        f"cube data are in {unit}, which the network cannot take: expected a brightness temperature "
+        "(K, mK), a surface brightness (Jy/sr, or Jy/beam with attrs['beam_fwhm'] in arcsec) or a "
+        "velocity-resolved column density; fix attrs['units'] or pass in_units="
+    )
+
+
+def _package_version() -> str:
+    try:
+        return version("iris_nb")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def _check_models(model_or_models) -> tuple[list, bool]:
+    """Validate one model or a list of them; return (models, is_ensemble)."""
+    ensemble = isinstance(model_or_models, (list, tuple))
+    models = list(model_or_models) if ensemble else [model_or_models]
+    if not models:
+        raise ValueError("got an empty list of models; pass at least one Reverter")
+    for i, model in enumerate(models):
+        missing = [a for a in ("grid", "reduction", "multi_unit_call") if not hasattr(model, a)]
+        if missing or not isinstance(model, torch.nn.Module):
+            raise TypeError(
+                f"model {i} is a {type(model).__name__}, not a Reverter (missing {missing or 'nn.Module'}); "
+                "load one with iris_nb.Reverter.load(path)"
+            )
+    grids = {m.grid for m in models}
+    if len(grids) > 1:
+        names = [m.grid.name for m in models]
+        raise ValueError(
+            f"the models of an ensemble must share one grid, got {len(grids)} different grids "
+            f"(names {names}); revert with each group separately"
+        )
+    return models, ensemble
+
+
+def _optimizer():
+    """``iris_nb.model.optimize_for_inference`` when this build has it, else ``None``."""
+    try:
+        from .model import optimize_for_inference
+    except ImportError:
+        try:
+            from .model.optimize import optimize_for_inference
+        except ImportError:
+            return None
+    return optimize_for_inference
+
+
+def _runner(model, device: torch.device):
+    """An eval-mode module on ``device`` and a function restoring ``model`` afterwards."""
+    optimize = _optimizer()
+    fast = None
+    if optimize is not None and not getattr(model, "inference_only", False):
+        try:
+            fast = optimize(model)  # a faster eval-only copy; the user's model is untouched
+        except (TypeError, ValueError, RuntimeError):
+            fast = None
+    if fast is not None:
+        return fast.to(device), (lambda: None)
+    modes = {module: module.training for module in model.modules()}
+    try:
+        original = next(model.parameters()).device
+    except StopIteration:
+        original = device
+    model.eval()
+    model.to(device)
+
+    def restore() -> None:
+        model.to(original)
+        for module, mode in modes.items():
+            module.training = mode
+
+    return model, restore
+
+
+def _run(model, pv: np.ndarray, in_unit, in_space: str, out_unit, batch_size: int, device) -> np.ndarray:
+    """Run one model over PV images ``(N, lon, v)``; returns ``(N, distance, lon)`` float32."""
+    runner, restore = _runner(model, device)
+    grid = model.grid
+    out = np.empty((pv.shape[0], grid.distance.steps, grid.lon.steps), dtype=np.float32)
+    dtype = next(runner.parameters()).dtype
+    try:
+        with torch.inference_mode():
+            for start in range(0, pv.shape[0], batch_size):
+                batch = torch.from_numpy(np.ascontiguousarray(pv[start:start + batch_size]))
+                batch = batch.to(device=device, dtype=dtype)[:, None]
+                result = runner.multi_unit_call(batch, in_unit, out_unit, in_space=in_space, reduce=False)
+                out[start:start + batch_size] = result[:, 0].float().cpu().numpy()
+    finally:
+        restore()
+    return out
+
+
+def _source(attrs: dict) -> str:
+    for key in _SOURCE_KEYS:
+        if attrs.get(key):
+            return str(attrs[key])
+    return "unknown"
+
+
+def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None, batch_size: int = 8,
+           device=None):
+    """Revert a PPV cube into a top-down density map.
+
+    Parameters
+    ----------
+    cube:
+        Cube ``(extra?, lon, lat, velocity)`` (any dim order, any coordinate units, one
+        optional leading stack dim); data in K, mK, Jy/sr, Jy/beam (with
+        ``attrs["beam_fwhm"]`` arcsec) or velocity-resolved column density, NaN where
+        unobserved.  It must cover the model's lon, lat and velocity window.
+    model_or_models:
+        A :class:`~iris_nb.model.Reverter`, or a list/tuple of them sharing one grid.
+    units:
+        Output density unit: a mass density (``"Msun/pc3"``, ``"g/cm3"``) or an H2 number
+        density (``"cm-3"``).
+    in_units:
+        Unit of the cube data, overriding ``cube.attrs["units"]``.
+    batch_size:
+        PV images per network call.
+    device:
+        Torch device; default cuda if available, else mps, else cpu.
+
+    Returns
+    -------
+    One model: DataArray ``(extra?, distance, lon)`` (pc, deg) in ``units``.  Several: a
+    Dataset with ``mean`` and ``std`` ``(extra?, distance, lon)`` over the members and the
+    per-model maps ``members`` ``(member, extra?, distance, lon)``.  Attrs record the model
+    provenance (JSON), grid, reduction, iris_nb version, input source and time.
+    """
+    models, ensemble = _check_models(model_or_models)
+    grid = models[0].grid
+    out_unit = parse_unit(units, "output density units")
+    density_scale(out_unit, "kg / m3")  # raises if not a (number) density
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    device = best_device(device)
+    std = standardize_cube(cube, grid, data_units=in_units, to_kelvin=False)
+    in_space, in_unit, scale = input_space_for(std.attrs["units"], std.attrs, grid.rest_frequency)
+    for model in models:  # every unit conversion is tried before any array work
+        if hasattr(model, "input_scale") and hasattr(model, "output_scale"):
+            model.input_scale(in_unit, in_space)
+            model.output_scale(out_unit)
+
+    regridded = regrid_cube(std, grid)
+    pvs = {}
+    for model in models:
+        if model.reduction not in pvs:
+            pv = reduce_cube(regridded, model.reduction)
+            values = np.asarray(pv.data, dtype=np.float32)
+            if scale != 1.0:
+                values = values * np.float32(scale)
+            pvs[model.reduction] = (pv, values.reshape((-1,) + grid.pv_shape))
+    maps = [_run(m, pvs[m.reduction][1], in_unit, in_space, out_unit, int(batch_size), device) for m in models]
+
+    pv = pvs[models[0].reduction][0]
+    lead = [pv.dims[0]] if pv.ndim == 3 else []
+    dims = tuple(lead) + ("distance", "lon")
+    coords = {name: grid.coord(name) for name in ("distance", "lon")}
+    if lead and lead[0] in pv.coords:
+        coords[lead[0]] = pv.coords[lead[0]]
+    shape = tuple(pv.shape[:1] if lead else ()) + grid.top_down_shape
+    attrs = {
+        "units": out_unit.to_string() if isinstance(units, u.UnitBase) else str(units),
+        "grid": grid.name,
+        "grid_json": json.dumps(grid.to_dict()),
+        "reduction": ",".join(sorted({m.reduction for m in models})),
+        "iris_nb_version": _package_version(),
+        "input_source": _source(cube.attrs),
+        "input_units": std.attrs["units"],
+        "all_nan_fraction": float(pv.attrs.get("all_nan_fraction", 0.0)),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    provenance = [json.dumps(getattr(m, "provenance", {}) or {}, sort_keys=True, default=str) for m in models]
+    if not ensemble:
+        attrs["model_provenance"] = provenance[0]
+        return xr.DataArray(maps[0].reshape(shape), dims=dims, coords=coords, attrs=attrs, name="density")
+    members = np.stack([m.reshape(shape) for m in maps])
+    attrs["model_provenance"] = "[" + ", ".join(provenance) + "]"
+    var_attrs = {"units": attrs["units"]}
+    return xr.Dataset(
+        {
+            "mean": (dims, members.mean(axis=0), var_attrs),
+            "std": (dims, members.std(axis=0), var_attrs),
+            "members": (("member",) + dims, members, var_attrs),
+        },
+        coords={**coords, "member": np.arange(len(models))},
+        attrs=attrs,
+    )
+

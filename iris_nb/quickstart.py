@@ -132,7 +132,7 @@ def run_quickstart(output: str | Path = "iris_nb_output", seed: int = 0, grid: G
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     for kind in ("polar", "cartesian"):
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), subplot_kw={"projection": "polar"} if kind == "polar" else {})
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), layout="constrained", subplot_kw={"projection": "polar"} if kind == "polar" else {})
         plot.top_down(truth, kind=kind, ax=axes[0])
         axes[0].set_title("truth")
         plot.top_down(top_down, kind=kind, ax=axes[1])

@@ -1,0 +1,23 @@
+"""The reversion network, its model files and fast inference copies.
+
+``Reverter`` is the IRIS network (exact at 512 pixels, smaller powers of two for tests
+and notebooks); ``Reverter.save`` / ``Reverter.load`` read and write model files (and bare
+IRIS state dicts); ``optimize_for_inference`` makes a faster evaluation-only copy.
+"""
+
+from .attention import PixelSelfAttention2d
+from .checkpoint import ModelFileError, ModelFileNotFoundError
+from .optimize import fold_batch_norm, optimize_for_inference, set_fast_attention
+from .reverter import INPUT_SPACES, REDUCTIONS, Reverter
+
+__all__ = [
+    "Reverter",
+    "PixelSelfAttention2d",
+    "ModelFileError",
+    "ModelFileNotFoundError",
+    "optimize_for_inference",
+    "fold_batch_norm",
+    "set_fast_attention",
+    "INPUT_SPACES",
+    "REDUCTIONS",
+]

@@ -1,0 +1,129 @@
+"""Layer tables of the Reverter encoder and decoder (DESIGN.md section 5).
+
+The 512-pixel network has nine encoder and nine decoder stages and matches the reference
+IRIS network layer for layer.  A network for ``N = 2**n`` pixels (``64 <= N <= 512``) keeps
+encoder stages ``10 - n .. 9`` (original stage numbers, the first one taking the single
+input channel) and decoder stages ``1 .. n`` (the last one giving one output channel,
+followed by a ReLU).  Child names are ``_{stage}_{position}_{layer}``, the names that IRIS
+state dicts use.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from torch import nn
+
+from .attention import PixelSelfAttention2d
+
+__all__ = ["Stage", "ENCODER_STAGES", "DECODER_STAGES", "ATTENTION_HEADS", "stage_range",
+           "build_encoder", "build_decoder", "init_weights"]
+
+LEAKY_SLOPE = 0.01
+MIN_SIZE, MAX_SIZE = 64, 512
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One convolution of the table: channels, kernel, stride, padding, groups."""
+
+    in_channels: int
+    out_channels: int
+    kernel: int
+    stride: int
+    padding: int
+    groups: int = 1
+
+
+ENCODER_STAGES = {
+    1: Stage(1, 4, 4, 2, 1),
+    2: Stage(4, 16, 4, 2, 1),
+    3: Stage(16, 32, 4, 2, 1),
+    4: Stage(32, 64, 4, 2, 1),
+    5: Stage(64, 128, 4, 2, 1),
+    6: Stage(128, 256, 4, 2, 1),
+    7: Stage(256, 512, 4, 2, 1),
+    8: Stage(512, 1024, 2, 2, 0),
+    9: Stage(1024, 2048, 2, 1, 0, groups=4),
+}
+"""Encoder Conv2d stages of the 512 network; BN + LeakyReLU after 1-8, LeakyReLU after 9."""
+
+DECODER_STAGES = {
+    1: Stage(2048, 1024, 2, 1, 0, groups=4),
+    2: Stage(1024, 512, 2, 2, 0),
+    3: Stage(512, 256, 4, 2, 1),
+    4: Stage(256, 128, 4, 2, 1),
+    5: Stage(128, 64, 4, 2, 1),
+    6: Stage(64, 32, 4, 2, 1),
+    7: Stage(32, 16, 4, 2, 1),
+    8: Stage(16, 4, 4, 2, 1),
+    9: Stage(4, 1, 4, 2, 1),
+}
+"""Decoder ConvTranspose2d stages of the 512 network; BN + LeakyReLU after all but the last."""
+
+ATTENTION_HEADS = {4: 2, 5: 4, 6: 8}
+"""Encoder stages followed by pixel self-attention, and their number of heads."""
+
+
+def stage_range(size: int) -> tuple[range, range]:
+    """Encoder and decoder stage numbers kept for ``size`` pixels (a power of two, 64..512)."""
+    if not isinstance(size, int) or size < MIN_SIZE or size > MAX_SIZE or size & (size - 1):
+        raise ValueError(
+            f"the Reverter needs N x N images with N a power of two between {MIN_SIZE} and "
+            f"{MAX_SIZE}, got N={size!r}; regrid to 64, 128, 256 or 512 pixels"
+        )
+    n = int(math.log2(size))
+    return range(10 - n, 10), range(1, n + 1)
+
+
+def build_encoder(size: int) -> nn.Sequential:
+    """Encoder for ``(B, 1, size, size)`` PV images -> ``(B, 2048, 1, 1)`` latent vectors."""
+    stages, _ = stage_range(size)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for k in stages:
+        spec = ENCODER_STAGES[k]
+        in_channels = 1 if k == stages.start else spec.in_channels
+        layers[f"_{k}_1_convolution"] = nn.Conv2d(
+            in_channels, spec.out_channels, spec.kernel, spec.stride, spec.padding, groups=spec.groups
+        )
+        if k == 9:
+            layers[f"_{k}_2_leaky_relu"] = nn.LeakyReLU(LEAKY_SLOPE)
+            continue
+        layers[f"_{k}_2_batch_norm"] = nn.BatchNorm2d(spec.out_channels)
+        layers[f"_{k}_3_leaky_relu"] = nn.LeakyReLU(LEAKY_SLOPE)
+        if k in ATTENTION_HEADS:
+            layers[f"_{k}_4_attention"] = PixelSelfAttention2d(spec.out_channels, ATTENTION_HEADS[k])
+    return nn.Sequential(layers)
+
+
+def build_decoder(size: int) -> nn.Sequential:
+    """Decoder for ``(B, 2048, 1, 1)`` latent vectors -> ``(B, 1, size, size)`` maps (>= 0)."""
+    _, stages = stage_range(size)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for k in stages:
+        spec = DECODER_STAGES[k]
+        last = k == stages[-1]
+        out_channels = 1 if last else spec.out_channels
+        layers[f"_{k}_1_transpose_convolution"] = nn.ConvTranspose2d(
+            spec.in_channels, out_channels, spec.kernel, spec.stride, spec.padding, groups=spec.groups
+        )
+        if last:
+            layers[f"_{k}_2_relu"] = nn.ReLU()
+        else:
+            layers[f"_{k}_2_batch_norm"] = nn.BatchNorm2d(out_channels)
+            layers[f"_{k}_3_leaky_relu"] = nn.LeakyReLU(LEAKY_SLOPE)
+    return nn.Sequential(layers)
+
+
+def init_weights(encoder: nn.Sequential, decoder: nn.Sequential) -> None:
+    """Kaiming-uniform init of every (transpose) convolution weight, as in IRIS.
+
+    LeakyReLU gain (slope 0.01) everywhere except the last transpose convolution, which
+    feeds a ReLU.  Biases, norms and attention keep the torch defaults.
+    """
+    convolutions = [m for m in (*encoder, *decoder) if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    for module in convolutions[:-1]:
+        nn.init.kaiming_uniform_(module.weight, a=LEAKY_SLOPE, nonlinearity="leaky_relu")
+    nn.init.kaiming_uniform_(convolutions[-1].weight, a=LEAKY_SLOPE, nonlinearity="relu")

@@ -1,0 +1,197 @@
+"""Model files: atomic writing and safe reading of Reverter weights with metadata.
+
+A model file is a ``torch.save`` of a plain dictionary::
+
+    {"format": "iris_nb.reverter", "format_version": 1,
+     "state_dict": {name: tensor, ...},
+     "metadata": {"grid": Grid.to_dict(), "reduction": ..., "input_space": ...,
+                  "units": {space: str}, "iris_nb_version": ..., "provenance": {...},
+                  "created": ISO-8601 UTC, "parameters": int}}
+
+It is read with ``torch.load(..., weights_only=True)``, so loading never runs code from
+the file.  Bare IRIS state dicts (``torch.save(model.state_dict())``) load too.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import torch
+
+from ..grids import SEDIGISM, Grid, get_grid
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "ModelFileNotFoundError",
+           "save_reverter", "load_reverter", "read_model_file"]
+
+FORMAT = "iris_nb.reverter"
+FORMAT_VERSION = 1
+_PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel / torch.compile
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable, or holds something other than a Reverter."""
+
+
+class ModelFileNotFoundError(ModelFileError, FileNotFoundError):
+    """The model file does not exist (also a :class:`FileNotFoundError`)."""
+
+
+def _package_version() -> str:
+    try:
+        return version("iris_nb")
+    except PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def save_reverter(model, path, provenance: dict | None = None) -> Path:
+    """Write ``model`` with its metadata to ``path`` atomically; returns the path.
+
+    The file is first written to a temporary file in the same folder and then moved over
+    ``path`` with :func:`os.replace`, so an interrupted or failing save never leaves a
+    half-written file and never destroys an existing one.
+    """
+    from .reverter import _check_provenance
+
+    if getattr(model, "inference_only", False):
+        raise ValueError(
+            "this model was made by optimize_for_inference (batch norms folded into the "
+            "convolutions) and cannot be saved as a Reverter file; save the original model"
+        )
+    path = Path(path).expanduser()
+    folder = path.parent
+    if not folder.is_dir():
+        raise ModelFileNotFoundError(f"cannot save model to {path}: folder {folder} does not exist")
+    if path.is_dir():
+        raise ModelFileError(f"cannot save model to {path}: it is a folder; give a file name like model.pt")
+    merged = {**model.provenance, **_check_provenance(provenance)}
+    model.provenance = merged
+    payload = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "state_dict": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
+        "metadata": {
+            "grid": model.grid.to_dict(),
+            "reduction": model.reduction,
+            "input_space": model.input_space,
+            "units": {space: unit.to_string() for space, unit in model.units.items()},
+            "iris_nb_version": _package_version(),
+            "provenance": merged,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "parameters": model.num_parameters(),
+        },
+    }
+    mode = path.stat().st_mode & 0o777 if path.exists() else _default_file_mode()
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def _default_file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def read_model_file(path, map_location="cpu") -> tuple[dict, dict | None]:
+    """Read a model file safely: ``(state_dict, metadata)``; ``metadata`` is ``None`` for
+    a bare state dict.  Raises :class:`ModelFileError` naming the file and the problem."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelFileNotFoundError(f"model file {path} does not exist; check the path")
+    if path.is_dir():
+        raise ModelFileError(f"model file {path} is a folder, expected a .pt file written by Reverter.save")
+    try:
+        content = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for foreign, truncated or unsafe files
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelFileError(
+            f"cannot read model file {path}: it is not a (complete) torch file or holds objects "
+            f"other than tensors and plain values ({type(err).__name__}: {first_line[:200]})"
+        ) from err
+    if isinstance(content, dict) and "format" in content:
+        if content.get("format") != FORMAT:
+            raise ModelFileError(f"model file {path} has format {content.get('format')!r}, expected {FORMAT!r}")
+        if int(content.get("format_version", 0)) > FORMAT_VERSION:
+            raise ModelFileError(
+                f"model file {path} has format version {content.get('format_version')}, newer than "
+                f"this iris_nb reads ({FORMAT_VERSION}); update iris_nb"
+            )
+        state, metadata = content.get("state_dict"), content.get("metadata")
+        if not isinstance(state, dict) or not isinstance(metadata, dict):
+            raise ModelFileError(f"model file {path} lacks its state_dict or metadata section")
+    elif isinstance(content, dict):
+        state, metadata = content, None
+    else:
+        raise ModelFileError(
+            f"model file {path} holds a {type(content).__name__}, expected a Reverter file or a "
+            "state dict (a dict of tensors)"
+        )
+    if not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ModelFileError(f"model file {path} does not hold a state dict (a dict of name -> tensor)")
+    return _strip_prefixes(state), metadata
+
+
+def _strip_prefixes(state: dict) -> dict:
+    for prefix in _PREFIXES:
+        if all(key.startswith(prefix) for key in state):
+            state = {key[len(prefix):]: value for key, value in state.items()}
+    return state
+
+
+def _describe_mismatch(path, expected: dict, found: dict) -> str | None:
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k}: expected {tuple(expected[k].shape)}, file has {tuple(found[k].shape)}"
+              for k in expected if k in found and found[k].shape != expected[k].shape]
+    if not (missing or unexpected or shapes):
+        return None
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+            parts.append(f"{len(items)} {label}: {', '.join(items[:5])}{more}")
+    return f"model file {path} holds a state dict of another architecture ({'; '.join(parts)})"
+
+
+def load_reverter(path, map_location="cpu", grid: Grid | str | None = None, cls=None):
+    """Build a :class:`~iris_nb.model.Reverter` from a model file (see :meth:`Reverter.load`).
+
+    ``grid`` applies to bare state dicts only (default SEDIGISM); the model is moved to
+    ``map_location`` when that names a device.
+    """
+    if cls is None:
+        from .reverter import Reverter as cls
+    state, metadata = read_model_file(path, map_location=map_location)
+    try:
+        if metadata is None:
+            model = cls(grid=get_grid(grid) if grid is not None else SEDIGISM)
+        else:
+            model = cls(grid=Grid.from_dict(metadata["grid"]), reduction=metadata.get("reduction", "mean"),
+                        input_space=metadata.get("input_space", "T"), provenance=metadata.get("provenance"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(f"model file {path} has unusable metadata: {err}") from err
+    problem = _describe_mismatch(path, model.state_dict(), state)
+    if problem:
+        hint = ("; if it is a model for a smaller grid, pass grid= to Reverter.load"
+                if metadata is None else "")
+        raise ModelFileError(problem + hint)
+    model.load_state_dict(state)
+    if isinstance(map_location, (str, torch.device)):
+        model.to(torch.device(map_location))
+    return model

@@ -1,0 +1,265 @@
+"""The Reverter: a CNN from a PV image (lon x velocity) to a top-down density map.
+
+``Reverter(grid=SEDIGISM)`` is layer for layer the IRIS network (DESIGN.md section 5), so
+IRIS ``torch.save(model.state_dict())`` files load unchanged with :meth:`Reverter.load`.
+The model carries what is needed to use it safely: its :class:`~iris_nb.grids.Grid`, the
+latitude reduction it was trained with, the quantity it was trained on (``input_space``),
+its units (four scalar buffers in the IRIS convention, "model units per SI unit") and a
+free-form provenance record.
+"""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import nn
+
+from .. import units as _units
+from ..grids import SEDIGISM, Grid, get_grid
+from .architecture import build_decoder, build_encoder, init_weights, stage_range
+
+__all__ = ["Reverter", "INPUT_SPACES", "REDUCTIONS"]
+
+INPUT_SPACES = {"T": "temperature", "I": "intensity", "vrho": "v_density"}
+"""Names of the input quantities and the unit space each one lives in."""
+
+REDUCTIONS = ("mean", "max")
+UNIT_SPACES = ("temperature", "intensity", "v_density", "density")
+
+
+class Reverter(nn.Module):
+    """Reversion network: PPV cube or PV image -> top-down density map.
+
+    Parameters
+    ----------
+    grid:
+        The :class:`~iris_nb.grids.Grid` (or preset name) the model works on; lon,
+        velocity and distance must all have the same number of pixels ``N``, a power of
+        two from 64 to 512.  At 512 the network is exactly IRIS.
+    reduction:
+        How a PPV cube is collapsed over latitude before the network: ``"mean"`` or ``"max"``.
+    units:
+        Dict ``space -> unit`` (astropy unit or string) for the spaces ``temperature``,
+        ``intensity``, ``v_density`` and ``density``; missing spaces take
+        :data:`iris_nb.units.DEFAULT_MODEL_UNITS` (K, MJy/sr, Msun/(pc2 km/s), Msun/pc3).
+    input_space:
+        What the model was trained on: ``"T"`` (brightness temperature), ``"I"`` (specific
+        intensity) or ``"vrho"`` (velocity-resolved column density).
+    provenance:
+        Free-form JSON-serialisable dict (training data, config, git hash...), saved with
+        the model.
+
+    Calling the model: ``model(inputs)`` with ``inputs`` of shape ``(B, 1, lon, lat, v)``
+    in the model's input unit returns ``(B, 1, distance, lon)`` in the model's density
+    unit; ``model(pv, reduce=False)`` takes ``(B, 1, lon, v)`` PV images.
+    """
+
+    def __init__(self, grid: Grid | str = SEDIGISM, reduction: str = "mean", units: dict | None = None,
+                 input_space: str = "T", provenance: dict | None = None) -> None:
+        super().__init__()
+        grid = get_grid(grid)
+        size = _grid_size(grid)
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        if input_space not in INPUT_SPACES:
+            raise ValueError(
+                f"input_space must be one of {sorted(INPUT_SPACES)} (brightness temperature, "
+                f"specific intensity, velocity-resolved column density), got {input_space!r}"
+            )
+        factors = _unit_factors(units)
+        self.grid = grid
+        self.reduction = reduction
+        self.input_space = input_space
+        self.provenance = _check_provenance(provenance)
+        self.inference_only = False
+        self.encoder = build_encoder(size)
+        self.decoder = build_decoder(size)
+        init_weights(self.encoder, self.decoder)
+        for space in UNIT_SPACES:
+            self.register_buffer(space, torch.tensor(factors[space], dtype=torch.float32))
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def size(self) -> int:
+        """Pixels ``N`` per side of the PV image and of the top-down map."""
+        return self.grid.lon.steps
+
+    @property
+    def units(self) -> dict:
+        """Astropy unit of each space, read from the ``temperature``, ``intensity``,
+        ``v_density`` and ``density`` scalars ("model units per SI unit")."""
+        return {space: _units.unit_from_per_si(float(getattr(self, space)), space) for space in UNIT_SPACES}
+
+    @property
+    def input_unit(self):
+        """Astropy unit of the network's input (the unit of ``input_space``)."""
+        return self.units[INPUT_SPACES[self.input_space]]
+
+    @property
+    def density_unit(self):
+        """Astropy unit of the network's output densities."""
+        return self.units["density"]
+
+    def num_parameters(self, trainable_only: bool = True) -> int:
+        """Number of (trainable) parameters; 14,339,641 at 512."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
+
+    def extra_repr(self) -> str:
+        return (f"grid={self.grid.name!r} (N={self.size}), reduction={self.reduction!r}, "
+                f"input_space={self.input_space!r}, inference_only={self.inference_only}")
+
+    # ------------------------------------------------------------------ forward
+    def reduce(self, cube: torch.Tensor) -> torch.Tensor:
+        """Collapse latitude: ``(B, 1, lon, lat, v) -> (B, 1, lon, v)``, same unit as ``cube``."""
+        self._check_input(cube, reduce=True)
+        if self.reduction == "mean":
+            return cube.mean(dim=3)
+        if self.reduction == "max":
+            return cube.max(dim=3)[0]
+        raise ValueError(f"model.reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+
+    def forward(self, inputs: torch.Tensor, reduce: bool = True) -> torch.Tensor:
+        """Revert a batch.
+
+        ``inputs``: ``(B, 1, lon, lat, v)`` PPV cubes (``reduce=True``) or ``(B, 1, lon, v)``
+        PV images (``reduce=False``), in the model's input unit (:attr:`input_unit`).
+        Returns ``(B, 1, distance, lon)`` densities in :attr:`density_unit` (>= 0).
+        """
+        self._check_input(inputs, reduce)
+        pv = self.reduce(inputs) if reduce else inputs
+        if getattr(self, "_channels_last", False):
+            pv = pv.contiguous(memory_format=torch.channels_last)
+        return self.decoder(self.encoder(pv))
+
+    def _check_input(self, inputs, reduce: bool) -> None:
+        if not isinstance(inputs, torch.Tensor):
+            raise TypeError(
+                f"Reverter inputs must be a torch.Tensor, got {type(inputs).__name__}; "
+                "wrap arrays with torch.as_tensor(array, dtype=torch.float32)"
+            )
+        if not torch.is_floating_point(inputs):
+            raise TypeError(f"Reverter inputs must be floating point, got {inputs.dtype}; use .float()")
+        g = self.grid
+        if reduce:
+            expected, names = (1, g.lon.steps, g.lat.steps, g.velocity.steps), "(B,1,lon,lat,v)"
+        else:
+            expected, names = (1, g.lon.steps, g.velocity.steps), "(B,1,lon,v)"
+        if inputs.dim() != len(expected) + 1 or tuple(inputs.shape[1:]) != expected:
+            shape = "(B," + ",".join(str(n) for n in expected) + ")"
+            hint = ("; pass reduce=False for latitude-reduced PV images" if reduce and inputs.dim() == 4
+                    else "; pass reduce=True for PPV cubes" if not reduce and inputs.dim() == 5 else "")
+            raise ValueError(
+                f"expected {shape} = {names} for grid {g.name}, got {tuple(inputs.shape)}{hint}; "
+                "regrid the cube to the model's grid first"
+            )
+
+    # ------------------------------------------------------------------ units
+    def input_scale(self, in_units, in_space: str = "T") -> float:
+        """Factor taking inputs in ``in_units`` of ``in_space`` to the model's input unit.
+
+        ``in_space`` is ``"T"``, ``"I"`` or ``"vrho"``.  Brightness temperature and specific
+        intensity are converted into each other with the Rayleigh-Jeans law at
+        ``grid.rest_frequency``; ``vrho`` converts only to ``vrho``.
+        """
+        if in_space not in INPUT_SPACES:
+            raise ValueError(
+                f"in_space must be one of {sorted(INPUT_SPACES)} (T: brightness temperature, "
+                f"I: specific intensity, vrho: velocity-resolved column density), got {in_space!r}"
+            )
+        source, target = INPUT_SPACES[in_space], INPUT_SPACES[self.input_space]
+        unit = _units.parse_unit(in_units, f"inputs ({in_space})")
+        si_unit = _units.SI_UNITS[source]
+        if not unit.is_equivalent(si_unit):
+            hint = (" (for Jy/beam use iris_nb.units.brightness_scale with the beam first)"
+                    if source == "temperature" else "")
+            raise ValueError(f"in_units {unit} are not a unit of {source} (like {si_unit}), "
+                             f"as in_space={in_space!r} needs{hint}")
+        value_si = float((1.0 * unit).to_value(si_unit))
+        if source != target:
+            if {source, target} != {"temperature", "intensity"}:
+                raise ValueError(
+                    f"the model was trained on {self.input_space!r} ({target}) and inputs in "
+                    f"{in_space!r} ({source}) cannot be converted to it; give inputs of the kind the "
+                    "model was trained on, or use a model trained on this quantity"
+                )
+            kelvin_per_si = _units.rayleigh_jeans_factor(self.grid.rest_frequency)
+            value_si = value_si * kelvin_per_si if source == "intensity" else value_si / kelvin_per_si
+        return value_si * float(getattr(self, target))
+
+    def output_scale(self, out_units) -> float:
+        """Factor taking the model's densities to ``out_units`` (mass, or H2 number, density)."""
+        return _units.density_scale("kg / m3", out_units) / float(self.density)
+
+    def multi_unit_call(self, inputs: torch.Tensor, in_units, out_units, in_space: str = "T",
+                        reduce: bool = True) -> torch.Tensor:
+        """Revert inputs given in any unit, returning densities in ``out_units``.
+
+        ``inputs``: ``(B, 1, lon, lat, v)`` (or ``(B, 1, lon, v)`` with ``reduce=False``) in
+        ``in_units`` of ``in_space`` (``"T"``, ``"I"`` or ``"vrho"``).  Returns
+        ``(B, 1, distance, lon)`` in ``out_units`` (e.g. ``"Msun/pc3"``, ``"g/cm3"``, ``"cm-3"``
+        for H2 number density).  Unit errors are raised before the network runs.
+        """
+        scale_in = self.input_scale(in_units, in_space)
+        scale_out = self.output_scale(out_units)
+        self._check_input(inputs, reduce)
+        return self(inputs * scale_in, reduce=reduce) * scale_out
+
+    # ------------------------------------------------------------------ files
+    def save(self, path, provenance: dict | None = None) -> None:
+        """Write the model (weights, grid, units, reduction, provenance) to ``path`` atomically.
+
+        ``provenance`` entries are merged into :attr:`provenance` first.  Read it back with
+        :meth:`Reverter.load`.
+        """
+        from .checkpoint import save_reverter
+
+        save_reverter(self, path, provenance)
+
+    @classmethod
+    def load(cls, path, map_location="cpu", *, grid: Grid | str | None = None) -> "Reverter":
+        """Read a model written by :meth:`save`, or a bare IRIS state dict.
+
+        Bare state dicts (``torch.save(model.state_dict())``) get ``grid`` (default
+        :data:`~iris_nb.grids.SEDIGISM`), reduction ``"mean"``, input space ``"T"`` and the
+        units stored in their four scalars.  The file is read with ``weights_only=True``
+        (no code runs); errors are :class:`~iris_nb.model.checkpoint.ModelFileError`.
+        """
+        from .checkpoint import load_reverter
+
+        return load_reverter(path, map_location=map_location, grid=grid, cls=cls)
+
+
+def _grid_size(grid: Grid) -> int:
+    sizes = {"lon": grid.lon.steps, "velocity": grid.velocity.steps, "distance": grid.distance.steps}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(
+            f"the Reverter needs as many lon, velocity and distance pixels, got {sizes} for grid "
+            f"{grid.name}; use grid.replace(...) to give all three the same power-of-two steps"
+        )
+    size = sizes["lon"]
+    stage_range(size)  # validates the power of two in range
+    return size
+
+
+def _unit_factors(units: dict | None) -> dict:
+    given = dict(units or {})
+    unknown = sorted(set(given) - set(UNIT_SPACES))
+    if unknown:
+        raise ValueError(f"unknown unit spaces {unknown} in units=; expected keys among {list(UNIT_SPACES)}")
+    chosen = {**_units.DEFAULT_MODEL_UNITS, **given}
+    return {space: _units.per_si(chosen[space], space) for space in UNIT_SPACES}
+
+
+def _check_provenance(provenance) -> dict:
+    if provenance is None:
+        return {}
+    if not isinstance(provenance, dict):
+        raise TypeError(f"provenance must be a dict, got {type(provenance).__name__}")
+    try:
+        return json.loads(json.dumps(provenance))
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"provenance must be JSON-serialisable (str, numbers, lists, dicts): {err}; "
+            "convert paths and arrays to str / lists first"
+        ) from None

@@ -238,6 +238,7 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
     attrs = {
         "units": out_unit.to_string() if isinstance(units, u.UnitBase) else str(units),
         "grid": grid.name,
+        "observer_distance": grid.observer_distance,
         "grid_json": json.dumps(grid.to_dict()),
         "reduction": ",".join(sorted({m.reduction for m in models})),
         "iris_nb_version": _package_version(),

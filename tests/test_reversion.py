@@ -96,6 +96,7 @@ def test_attrs_record_units_and_provenance(model):
     assert td.attrs["units"] == "Msun/pc3"
     assert json.loads(td.attrs["model_provenance"]) == {"run": "test", "seed": 0}
     assert td.attrs["grid"] == "SMALL" and td.attrs["reduction"] == "mean"
+    assert td.attrs["observer_distance"] == model.grid.observer_distance  # used by plot.top_down
     assert td.attrs["input_source"] == "synthetic test cube" and td.attrs["input_units"] == "K"
     assert "iris_nb_version" in td.attrs and "created" in td.attrs
     assert json.loads(td.attrs["grid_json"])["lon"]["steps"] == 128

@@ -8,6 +8,7 @@ and ``attrs`` with what is known (``rest_frequency`` GHz, ``beam_fwhm`` arcsec, 
 """
 
 from .fits import open_cube, read_fits_cube
+from .fitswriter import write_fits_cube
 from .healpix import from_healpix
 from .mosaic import mosaic, resample_velocity
 from .spectral import from_spectral_cube, to_spectral_cube
@@ -15,6 +16,7 @@ from .spectral import from_spectral_cube, to_spectral_cube
 __all__ = [
     "open_cube",
     "read_fits_cube",
+    "write_fits_cube",
     "from_spectral_cube",
     "to_spectral_cube",
     "from_healpix",

@@ -158,11 +158,68 @@ def _cmap(cmap) -> mcolors.Colormap:
     return plt.get_cmap(cmap).with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
 
 
+def _spread_ticks(ticks, vmin: float, vmax: float, linear_width: float, min_gap: float) -> np.ndarray:
+    """The ``ticks`` inside ``[vmin, vmax]`` that lie at least ``min_gap`` apart on an asinh bar.
+
+    Positions are fractions of the bar length, ``asinh(x / linear_width)`` rescaled to 0..1.
+    Zero is kept first, then ticks of larger magnitude, so the small ticks crowding zero
+    (0.01 and 0.1 next to 0) are the ones dropped.
+    """
+    lo, hi = sorted((float(vmin), float(vmax)))
+    ticks = np.asarray(ticks, dtype=float)
+    span = hi - lo
+    ticks = ticks[(ticks >= lo - 1e-9 * span) & (ticks <= hi + 1e-9 * span)]
+    ends = np.arcsinh(np.array([lo, hi]) / linear_width)
+    if ticks.size < 2 or ends[1] <= ends[0]:
+        return ticks
+    position = (np.arcsinh(ticks / linear_width) - ends[0]) / (ends[1] - ends[0])
+    kept: list[int] = []
+    for index in sorted(range(ticks.size), key=lambda i: (ticks[i] != 0, -abs(ticks[i]))):
+        if all(abs(position[index] - position[other]) >= min_gap for other in kept):
+            kept.append(index)
+    return np.sort(ticks[kept])
+
+
+class _SpreadAsinhLocator(AsinhLocator):
+    """AsinhLocator whose tick labels do not collide on a colorbar.
+
+    An asinh stretch packs 0, 0.01 and 0.1 into the bottom few percent of the bar, where
+    their labels print over each other.  Ticks closer than ``min_fraction`` of the bar length
+    (or than one label height on the drawn bar, when that is more) are dropped.
+    """
+
+    def __init__(self, linear_width: float, numticks: int = 7, min_fraction: float = 0.06) -> None:
+        super().__init__(linear_width, numticks=numticks)
+        self.min_fraction = float(min_fraction)
+
+    def _min_gap(self) -> float:
+        """Smallest allowed tick spacing as a fraction of the bar length."""
+        axis = self.axis
+        axes = getattr(axis, "axes", None)
+        if axes is None:
+            return self.min_fraction
+        from matplotlib.font_manager import FontProperties
+
+        vertical = axis.axis_name == "y"
+        length = axes.bbox.height if vertical else axes.bbox.width  # pixels
+        size = plt.rcParams["ytick.labelsize" if vertical else "xtick.labelsize"]
+        label = FontProperties(size=size).get_size_in_points() * axes.figure.dpi / 72.0
+        if not vertical:
+            label *= 4.0  # horizontal bars: labels are a few characters wide
+        return max(self.min_fraction, 1.25 * label / length) if length > 0 else self.min_fraction
+
+    def __call__(self):
+        ticks = super().__call__()
+        vmin, vmax = self.axis.get_view_interval()
+        return _spread_ticks(ticks, vmin, vmax, self.linear_width, self._min_gap())
+
+
 def _colorbar(ax, mesh, label: str, pad: float = 0.05):
-    """Colorbar of ``mesh`` labelled ``label``; asinh stretches get few, plainly written ticks."""
+    """Colorbar of ``mesh`` labelled ``label``; asinh stretches get few, plainly written ticks
+    spaced so that their labels do not overlap."""
     colorbar = ax.figure.colorbar(mesh, ax=ax, label=label, pad=pad)
     if isinstance(mesh.norm, mcolors.AsinhNorm):
-        colorbar.set_ticks(AsinhLocator(mesh.norm.linear_width, numticks=7))
+        colorbar.set_ticks(_SpreadAsinhLocator(mesh.norm.linear_width, numticks=7))
         colorbar.ax.yaxis.set_major_formatter("{x:.3g}")
     return colorbar
 

@@ -315,3 +315,56 @@ def test_bad_options_raise_before_drawing():
         plot.top_down(make_td(np.full(GRID.top_down_shape, np.nan)))
     with pytest.raises(ValueError, match="vmin"):
         plot.top_down(td, vmin=5.0, vmax=1.0)
+
+
+# ----------------------------------------------------------------- asinh colorbar ticks
+def _visible_tick_labels(colorbar, renderer):
+    """(value, window extent) of the drawn, non-empty tick labels of a vertical colorbar."""
+    low, high = sorted(colorbar.ax.get_ylim())
+    labels = []
+    for tick in colorbar.ax.yaxis.get_major_ticks():
+        if tick.label2.get_visible() and tick.label2.get_text() and low <= tick.get_loc() <= high:
+            labels.append((tick.get_loc(), tick.label2.get_window_extent(renderer)))
+    return labels
+
+
+@pytest.mark.parametrize("peak", [0.3, 3.0, 20.0, 300.0])
+def test_asinh_colorbar_tick_labels_do_not_overlap(peak):
+    from matplotlib.colors import AsinhNorm
+    from matplotlib.ticker import AsinhLocator
+
+    values = np.linspace(0.0, peak, GRID.distance.steps * GRID.lon.steps).reshape(GRID.top_down_shape)
+    ax = plot.top_down(make_td(values), kind="cartesian")
+    colorbar = ax.collections[0].colorbar
+    assert isinstance(colorbar.norm, AsinhNorm)
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+
+    # the plain AsinhLocator crowds a tick into the bottom few percent of the bar, next to "0"
+    width = colorbar.norm.linear_width
+    raw = AsinhLocator(width, numticks=7).tick_values(0.0, peak)
+    raw = raw[(raw > 0) & (raw <= peak)]
+    assert colorbar.norm(raw).min() < 0.06
+
+    labels = _visible_tick_labels(colorbar, renderer)
+    values_shown = [value for value, _ in labels]
+    assert 0.0 in values_shown and len(labels) >= 2
+    assert [t.get_text() for t in colorbar.ax.get_yticklabels() if t.get_text()][0] == "0"
+    for (v1, box1), (v2, box2) in zip(labels, labels[1:]):
+        assert not box1.overlaps(box2), f"tick labels {v1} and {v2} overlap"
+        assert colorbar.norm(v2) - colorbar.norm(v1) >= 0.06
+
+
+def test_asinh_colorbar_keeps_zero_and_large_ticks_for_signed_data():
+    rng = np.random.default_rng(4)
+    pv = make_pv(rng)
+    ax = plot.pv_image(pv)  # noise makes the PV image slightly negative: ticks on both sides of 0
+    fig = ax.figure
+    fig.canvas.draw()
+    colorbar = ax.collections[0].colorbar
+    labels = _visible_tick_labels(colorbar, fig.canvas.get_renderer())
+    shown = [value for value, _ in labels]
+    assert 0.0 in shown and max(shown) >= 1.0
+    for (v1, box1), (v2, box2) in zip(labels, labels[1:]):
+        assert not box1.overlaps(box2), f"tick labels {v1} and {v2} overlap"

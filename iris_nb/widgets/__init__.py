@@ -14,6 +14,7 @@ Importing this module needs ipywidgets; nothing else in iris_nb imports it.
 """
 
 from .base import ConfigWidget, ErrorMessage, render_png, report_errors
+from .explorer import UNIT_CHOICES, ReversionExplorer
 from .reduction import REDUCTIONS, ReductionPicker
 
 __all__ = [
@@ -21,6 +22,8 @@ __all__ = [
     "ErrorMessage",
     "REDUCTIONS",
     "ReductionPicker",
+    "ReversionExplorer",
+    "UNIT_CHOICES",
     "render_png",
     "report_errors",
 ]

@@ -1,0 +1,235 @@
+"""RunConfig: validation, YAML/JSON round trips, pre-flight checks of stores, grids and init models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from iris_nb.cli import _parser, main
+from iris_nb.data.store import write_dataset
+from iris_nb.grids import SEDIGISM, SMALL
+from iris_nb.model import Reverter
+from iris_nb.sim.fields import field_from_arrays
+from iris_nb.sim.noise import NoiseConfig
+from iris_nb.sim.observers import SimpleObserver
+from iris_nb.train.config import TrainingConfig
+from iris_nb.train.run import RunConfig, RunConfigError, as_run
+
+GRID = SMALL.replace(distance=SMALL.distance.with_steps(64), lon=SMALL.lon.with_steps(64),
+                     lat=SMALL.lat.with_steps(8), velocity=SMALL.velocity.with_steps(64), name="G64")
+
+
+def blob_field(grid, seed=0):
+    """Three Gaussian gas clumps at random places and velocities (Msun/pc3, km/s)."""
+    rng = np.random.default_rng(seed)
+    d = grid.distance.centers()[:, None, None]
+    lon = grid.lon.centers()[None, :, None]
+    density = np.zeros((grid.distance.steps, grid.lon.steps, grid.lat.steps))
+    momentum = np.zeros_like(density)
+    for _ in range(3):
+        clump = rng.uniform(5, 50) * np.exp(-((d - rng.uniform(8100, 8450)) / 30) ** 2
+                                            - ((lon - rng.uniform(-1.2, 1.2)) / 0.25) ** 2)
+        density += clump
+        momentum += clump * rng.uniform(-150, 150)
+    velocity = np.where(density > 0, momentum / np.maximum(density, 1e-30), 0.0)
+    return field_from_arrays(grid, density=density, velocity_los=velocity, seed=int(seed % 2**31), model="blobs")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("stores") / "pairs.zarr"
+    write_dataset(path, 8, GRID, model=blob_field, observer=SimpleObserver(GRID), workers=0, progress=False)
+    return str(path)
+
+
+def full_run(store, tmp_path) -> RunConfig:
+    return RunConfig(dataset=[store, store], grid=GRID, checkpoint_dir=str(tmp_path / "ckpt"),
+                     training=TrainingConfig(epochs=2, batch_size=2, lr=3e-4, milestones=(1,)),
+                     noise=NoiseConfig(sigma=0.5, fade=False), litter={"paths": store, "p": 0.25},
+                     reduction="mean", seed=7, debug={"save_state": True})
+
+
+def test_yaml_json_and_dict_round_trips(store, tmp_path):
+    run = full_run(store, tmp_path)
+    path = tmp_path / "run.yaml"
+    run.to_yaml(path)
+    assert RunConfig.from_yaml(path) == run
+    assert RunConfig.from_json(run.to_json()) == run
+    assert RunConfig.from_dict(json.loads(json.dumps(run.to_dict()))) == run
+    assert as_run(str(path)) == run
+    # a custom grid is written as a dict, a preset by its name
+    assert isinstance(run.to_dict()["grid"], dict)
+    preset = run.replace(grid="sedigism")
+    assert preset.to_dict()["grid"] == "SEDIGISM" and preset.grid == SEDIGISM
+    assert RunConfig.from_yaml(preset.to_yaml(tmp_path / "preset.yaml")).grid == SEDIGISM
+    # one store is written as a plain string, litter paths as a list
+    single = RunConfig(dataset=store)
+    assert single.to_dict()["dataset"] == store and single.dataset == (store,)
+    assert run.to_dict()["litter"] == {"paths": [store], "p": 0.25}
+    two = run.replace(litter={"paths": [store, store], "p": [0.5, 0.1]})
+    assert two.litter["p"] == (0.5, 0.1) and RunConfig.from_yaml(two.to_yaml(tmp_path / "two.yaml")) == two
+
+
+def test_yaml_written_by_hand_is_read(store, tmp_path):
+    text = (f"dataset: {store}\ngrid: null\ncheckpoint_dir: {tmp_path / 'c'}\n"
+            "training: {epochs: 3, batch_size: 4}\nnoise: true\n")
+    path = tmp_path / "hand.yaml"
+    path.write_text(text)
+    run = RunConfig.from_yaml(path)
+    assert run.training.epochs == 3 and run.training.batch_size == 4
+    assert run.noise == NoiseConfig() and run.grid is None and run.litter is None
+
+
+def test_seed_overrides_training_seed(store):
+    run = RunConfig(dataset=store, training={"seed": 1, "epochs": 1}, seed=5)
+    assert run.training.seed == 5
+    assert RunConfig.from_dict(run.to_dict()).training.seed == 5
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"datset": "x"}, ["unknown RunConfig keys", "datset", "dataset"]),
+    ({"training": {"lr": -1.0}}, ["lr", "positive"]),
+    ({"training": {"epochs": 0}}, ["epochs", ">= 1"]),
+    ({"training": {"epoch": 2}}, ["unknown TrainingConfig fields", "epoch"]),
+    ({"reduction": "median"}, ["reduction", "mean"]),
+    ({"litter": {"paths": ["a"], "p": 1.5}}, ["litter", "[0, 1]"]),
+    ({"litter": {"p": 0.5}}, ["litter", "paths"]),
+    ({"litter": {"paths": ["a", "b"], "p": [0.5]}}, ["2 paths but 1 probabilities"]),
+    ({"noise": {"sigma": -1}}, ["sigma", ">= 0"]),
+    ({"seed": -3}, ["seed", "non-negative"]),
+    ({"dataset": []}, ["dataset", "non-empty"]),
+    ({"grid": "HUGE"}, ["unknown grid preset", "SMALL"]),
+    ({"debug": {"explode": True}}, ["debug", "explode"]),
+])
+def test_bad_values_are_refused_with_clear_messages(changes, words):
+    data = {"dataset": "pairs.zarr", **changes}
+    with pytest.raises((ValueError, TypeError)) as info:
+        RunConfig.from_dict(data)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_missing_dataset_key_and_non_dict():
+    with pytest.raises(RunConfigError, match="needs 'dataset'"):
+        RunConfig.from_dict({"grid": "SMALL"})
+    with pytest.raises(TypeError, match="dict"):
+        RunConfig.from_dict(["pairs.zarr"])
+
+
+def test_check_returns_the_store_grid(store, tmp_path):
+    assert RunConfig(dataset=store).check() == GRID
+    assert RunConfig(dataset=[store, store], grid=GRID, litter={"paths": [store]}).check() == GRID
+
+
+def test_check_missing_store_and_non_store(tmp_path, store):
+    with pytest.raises(RunConfigError, match="does not exist.*write_dataset"):
+        RunConfig(dataset=str(tmp_path / "nowhere.zarr")).check()
+    other = tmp_path / "not_a_store"
+    other.mkdir()
+    (other / "notes.txt").write_text("hello")
+    with pytest.raises(RunConfigError, match="not an iris_nb dataset store"):
+        RunConfig(dataset=str(other)).check()
+    with pytest.raises(RunConfigError, match="does not exist"):
+        RunConfig(dataset=store, litter={"paths": [str(tmp_path / "no_litter.zarr")]}).check()
+
+
+def test_check_grid_mismatch_before_training(store, tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    with pytest.raises(RunConfigError) as info:
+        RunConfig(dataset=store, grid="SMALL", checkpoint_dir=str(checkpoint)).check()
+    text = str(info.value)
+    assert "SMALL" in text and "differs from the grid of store" in text and "lon" in text
+    assert not checkpoint.exists()  # nothing was created
+
+
+def test_check_stores_on_different_grids(store, tmp_path):
+    wider = GRID.replace(velocity=GRID.velocity.__class__(-250.0, 250.0, 64))
+    other = tmp_path / "wide.zarr"
+    write_dataset(other, 2, wider, model=blob_field, observer=SimpleObserver(wider), workers=0, progress=False)
+    with pytest.raises(RunConfigError, match="different grids.*velocity"):
+        RunConfig(dataset=[store, str(other)]).check()
+
+
+def test_check_reduction_and_init_model(store, tmp_path):
+    with pytest.raises(RunConfigError, match="reduced with 'mean'.*reduction: mean"):
+        RunConfig(dataset=store, reduction="max").check()
+    good = tmp_path / "good.pt"
+    Reverter(GRID, input_space="vrho").save(good)
+    assert RunConfig(dataset=store, init=str(good)).check() == GRID
+    other_grid = tmp_path / "other.pt"
+    Reverter(GRID.replace(lon=GRID.lon.__class__(-1.0, 1.0, 64))).save(other_grid)
+    with pytest.raises(RunConfigError, match="another grid"):
+        RunConfig(dataset=store, init=str(other_grid)).check()
+    with pytest.raises(RunConfigError, match="init model file .* does not exist"):
+        RunConfig(dataset=store, init=str(tmp_path / "missing.pt")).check()
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(RunConfigError, match="init: cannot read model file"):
+        RunConfig(dataset=store, init=str(garbage)).check()
+
+
+def test_resolved_paths_are_absolute(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    run = RunConfig(dataset="pairs.zarr", checkpoint_dir="out", litter={"paths": "near.zarr"}, init="m.pt")
+    done = run.resolved()
+    assert done.dataset == (str(tmp_path / "pairs.zarr"),)
+    assert done.checkpoint_dir == str(tmp_path / "out")
+    assert done.litter["paths"] == (str(tmp_path / "near.zarr"),)
+    assert done.init == str(tmp_path / "m.pt")
+    assert Path(done.init).is_absolute()
+
+
+def test_cli_has_train_and_keeps_quickstart():
+    args = _parser().parse_args(["train", "--config", "run.yaml", "--device", "cpu", "--no-resume"])
+    assert (args.command, args.config, args.device, args.no_resume) == ("train", "run.yaml", "cpu", True)
+    assert _parser().parse_args(["quickstart", "--seed", "3"]).seed == 3
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["train", "--config", "r.yaml", "--device", "tpu"])
+
+
+def test_cli_train_runs_a_config_and_prints_progress_lines(store, tmp_path, capsys):
+    run = RunConfig(dataset=store, checkpoint_dir=str(tmp_path / "cli"), test_fraction=0.0, noise={"sigma": 0.05},
+                    training={"epochs": 1, "batch_size": 3, "batches_per_update": 2, "validation_fraction": 0.25})
+    config = tmp_path / "run.yaml"
+    run.to_yaml(config)
+    assert main(["train", "--config", str(config), "--device", "cpu", "--progress", "lines"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("IRIS_PROGRESS ")]
+    events = [json.loads(line.split(" ", 1)[1]) for line in lines]
+    assert [e["event"] for e in events] == ["train_begin", "batch_end", "batch_end", "epoch_end", "train_end"]
+    assert events[1]["n_batches"] == 2 and np.isfinite(events[3]["train_loss"])
+    written = json.loads((tmp_path / "cli" / "result.json").read_text())
+    assert written["run"] == run.to_dict() and written["world_size"] == 1
+    assert written["result"]["train_losses"] == [events[3]["train_loss"]]
+    model = Reverter.load(tmp_path / "cli" / "model.pt")
+    assert model.grid == GRID and model.input_space == "vrho"
+    # a second start with --no-resume refuses to overwrite the finished run
+    with pytest.raises(ValueError):
+        main(["train", "--config", str(config), "--device", "cpu", "--no-resume", "--progress", "none"])
+
+
+def test_litter_from_stores_reaches_the_inputs(store, tmp_path):
+    pytest.importorskip("iris_nb.sim.litter")
+    from iris_nb.train.run import run_training
+
+    litter_store = tmp_path / "litter.zarr"
+    write_dataset(litter_store, 3, GRID, model=blob_field, observer=SimpleObserver(GRID), seed=99, workers=0,
+                  progress=False)
+    training = {"epochs": 1, "batch_size": 2, "batches_per_update": 1, "validation_fraction": 0.25, "device": "cpu"}
+    clean = RunConfig(dataset=store, checkpoint_dir=str(tmp_path / "clean"), training=training)
+    littered = clean.replace(checkpoint_dir=str(tmp_path / "litter"),
+                             litter={"paths": [str(litter_store), str(litter_store)], "p": [1.0, 0.0]})
+    first = []
+
+    def first_batch_then_stop(event, info):
+        if event == "batch_end":
+            first.append(info["loss"])
+            return True  # a clean stop: one batch is all this test needs
+        return None
+
+    for run in (clean, littered):
+        assert run_training(run, progress=False, callbacks=[first_batch_then_stop]).stopped
+    # same seeded initial weights and samples: only the litter added to every input differs
+    assert first[0] != pytest.approx(first[1], rel=1e-6)

@@ -1,0 +1,290 @@
+"""Chunk jobs of :func:`iris_nb.data.store.write_dataset`: make pairs, run them in parallel.
+
+A job makes every sample of one chunk and returns plain numpy arrays; only the calling
+process writes to the store (workers need no access to its disk, so the same job runs in
+a local process pool or on a ``dask.distributed`` cluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import pickle
+import re
+
+import numpy as np
+import torch
+
+from ..grids import Grid
+from ..sim.columnize import columnize_tensors
+from ..sim.fields import field_tensors, validate_field
+from .layout import parameter_variable, write_chunk
+
+__all__ = ["JobConfig", "compute_chunk", "run_jobs", "describe_observer", "model_name",
+           "probe_parameters", "flatten_parameters"]
+
+FLOAT16_MAX = 65504.0
+
+
+@dataclasses.dataclass
+class JobConfig:
+    """Everything a chunk job needs (pickled once per worker).
+
+    ``parameters`` maps flattened gas-model parameter keys to store variable names.
+    """
+
+    grid: Grid
+    model: object
+    model_kwargs: dict
+    observer: object
+    reduction: str
+    dtype: str
+    seed: int
+    n: int
+    chunk_size: int
+    parameters: dict
+    device: str | None = None
+
+
+def model_name(model) -> str:
+    """``module.qualname`` of a gas-model function, or of the class of a callable object."""
+    target = model if hasattr(model, "__qualname__") else type(model)
+    module = getattr(target, "__module__", None)
+    return f"{module}.{target.__qualname__}" if module else target.__qualname__
+
+
+def describe_observer(observer) -> dict:
+    """JSON-ready description of an observer: class, units, input space and settings."""
+    cls = type(observer)
+    settings = getattr(observer, "config", None)
+    if callable(settings):
+        settings = settings()
+    if not isinstance(settings, dict):
+        settings = observer.extra_repr() if hasattr(observer, "extra_repr") else ""
+    description = {"class": f"{cls.__module__}.{cls.__qualname__}", "units": str(observer.units),
+                   "input_space": str(getattr(observer, "input_space", "")), "settings": settings}
+    return json.loads(json.dumps(description, sort_keys=True, default=str))
+
+
+def _clean_key(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(key)) or "_"
+
+
+def flatten_parameters(params, prefix: str = "") -> dict:
+    """Numeric scalars of a (nested) parameter dict as ``{"a_b": float}``; other values skipped."""
+    out = {}
+    if not isinstance(params, dict):
+        return out
+    for key, value in params.items():
+        name = f"{prefix}{_clean_key(key)}"
+        if isinstance(value, dict):
+            out.update(flatten_parameters(value, prefix=f"{name}_"))
+        elif isinstance(value, (bool, int, float, np.integer, np.floating)):
+            out[name] = float(value)
+    return out
+
+
+def _field_parameters(field) -> dict:
+    text = field.attrs.get("parameters", "{}")
+    try:
+        params = json.loads(text) if isinstance(text, str) else dict(text)
+    except (ValueError, TypeError):
+        return {}
+    return flatten_parameters(params)
+
+
+def probe_parameters(model, grid: Grid, seed: int, model_kwargs: dict) -> dict:
+    """Run the gas model once and map its numeric parameter keys to store variable names."""
+    field = model(grid, seed=seed, **model_kwargs)
+    return {key: parameter_variable(key) for key in sorted(_field_parameters(field))}
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _one_sample(config: JobConfig, observer, index: int):
+    """Observation ``(lon, velocity)`` and target ``(distance, lon)`` of sample ``index``."""
+    from .store import sample_seed  # (store imports this module)
+
+    seed = sample_seed(config.seed, index)
+    field = config.model(config.grid, seed=seed, **config.model_kwargs)
+    validate_field(field, config.grid)
+    tensors = field_tensors(field, device=config.device, validate=False)
+    cube = observer(tensors)
+    lon, lat, vel = config.grid.ppv_shape
+    if tuple(cube.shape) != (1, lon, lat, vel):
+        raise ValueError(f"the observer returned shape {tuple(cube.shape)}; expected (1, lon, lat, velocity) "
+                         f"= {(1, lon, lat, vel)} for the store grid")
+    pv = cube.mean(dim=2) if config.reduction == "mean" else cube.amax(dim=2)
+    target = columnize_tensors(tensors)
+    pv = pv[0].detach().to("cpu", torch.float32).numpy()
+    target = target[0].detach().to("cpu", torch.float32).numpy()
+    for name, values in (("observation", pv), ("target", target)):
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"sample {index} (gas seed {seed}) has non-finite {name} values; "
+                             "check the gas model parameters")
+        if config.dtype == "float16" and float(np.max(np.abs(values), initial=0.0)) > FLOAT16_MAX:
+            raise ValueError(f"sample {index} has {name} values up to {np.max(np.abs(values)):.4g}, beyond the "
+                             f"float16 range ({FLOAT16_MAX:g}); write with dtype='float32'")
+    return seed, pv, target, _field_parameters(field)
+
+
+def compute_chunk(config: JobConfig, chunk: int, observer=None) -> dict:
+    """Make the samples of chunk ``chunk``; torch runs single-threaded (reproducible bytes).
+
+    Returns ``observation (m, lon, velocity)``, ``target (m, distance, lon)`` float32 arrays
+    (observer units and solMass / pc3), ``sample_seed (m,)`` int64 and ``parameters``
+    (key -> ``(m,)`` float64).
+    """
+    if observer is None:
+        observer = config.observer.to(config.device or "cpu").eval()
+    start = chunk * config.chunk_size
+    indices = range(start, min(config.n, start + config.chunk_size))
+    seeds, pvs, targets, params = [], [], [], []
+    with _torch_threads(1), torch.no_grad():
+        for index in indices:
+            seed, pv, target, values = _one_sample(config, observer, index)
+            seeds.append(seed)
+            pvs.append(pv)
+            targets.append(target)
+            params.append(values)
+    columns = {key: np.array([p.get(key, math.nan) for p in params], dtype=np.float64)
+               for key in config.parameters}
+    return {"observation": np.stack(pvs), "target": np.stack(targets),
+            "sample_seed": np.array(seeds, dtype=np.int64), "parameters": columns}
+
+
+# --------------------------------------------------------------------------- workers
+_WORKER: dict = {}
+
+
+def _dumps(obj) -> bytes:
+    try:
+        import cloudpickle  # functions defined in a notebook travel by value
+
+        return cloudpickle.dumps(obj)
+    except ImportError:  # pragma: no cover
+        return pickle.dumps(obj)
+
+
+def check_picklable(obj) -> None:
+    """TypeError when ``obj`` (model, observer, kwargs) cannot be sent to worker processes."""
+    try:
+        _dumps(obj)
+    except Exception as err:
+        raise TypeError(f"the model, observer or model_kwargs cannot be sent to worker processes ({err}); "
+                        "define the model as a module-level function, or use workers=0") from None
+
+
+def _init_worker(payload: bytes) -> None:
+    torch.set_num_threads(1)
+    config = pickle.loads(payload)
+    _WORKER["config"] = config
+    _WORKER["observer"] = config.observer.to(config.device or "cpu").eval()
+
+
+def _worker_chunk(chunk: int) -> dict:
+    return compute_chunk(_WORKER["config"], chunk, observer=_WORKER["observer"])
+
+
+def _chunk_from_payload(payload: bytes, chunk: int) -> dict:
+    config = pickle.loads(payload) if isinstance(payload, bytes) else payload
+    return compute_chunk(config, chunk)
+
+
+def _run_pool(config, pending, workers, finish) -> None:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = multiprocessing.get_context("spawn")
+    queue = iter(pending)
+    running = {}
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                               initargs=(_dumps(config),))
+    try:
+        def submit() -> None:
+            chunk = next(queue, None)
+            if chunk is not None:
+                running[pool.submit(_worker_chunk, chunk)] = chunk
+
+        for _ in range(2 * workers):
+            submit()
+        while running:
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                chunk = running.pop(future)
+                finish(chunk, future.result())
+                submit()
+    except BrokenProcessPool as err:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise RuntimeError(
+            "a write_dataset worker process died; worker processes are spawned, so a script that calls "
+            "write_dataset must do so under `if __name__ == \"__main__\":`; a worker may also have run out "
+            "of memory (try fewer workers). Chunks finished so far are kept: call write_dataset again to "
+            "continue, or use workers=0 to run in this process") from err
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _run_dask(config, pending, client, finish) -> None:
+    try:
+        from distributed import as_completed
+    except ImportError:
+        raise ValueError("client= needs the dask.distributed package (pip install distributed); "
+                         "or leave client=None to use local processes") from None
+    payload = client.scatter(_dumps(config), broadcast=True)
+    queue = iter(pending)
+    in_flight = 2 * max(1, len(client.scheduler_info().get("workers", {})) or 1)
+    futures = {}
+    for _ in range(in_flight):
+        chunk = next(queue, None)
+        if chunk is not None:
+            futures[client.submit(_chunk_from_payload, payload, chunk, pure=False)] = chunk
+    iterator = as_completed(list(futures))
+    for future in iterator:
+        chunk = futures.pop(future)
+        finish(chunk, future.result())
+        nxt = next(queue, None)
+        if nxt is not None:
+            new = client.submit(_chunk_from_payload, payload, nxt, pure=False)
+            futures[new] = nxt
+            iterator.add(new)
+
+
+def run_jobs(group, config: JobConfig, pending: list, *, workers: int, client=None, progress: bool = True,
+             already_done: int = 0) -> None:
+    """Compute the ``pending`` chunks and write each to ``group`` as it finishes."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=config.n, initial=already_done, disable=not progress, unit="sample",
+               desc="write_dataset")
+
+    def finish(chunk: int, result: dict) -> None:
+        write_chunk(group, chunk, config.chunk_size, result, config.parameters)
+        bar.update(len(result["sample_seed"]))
+
+    try:
+        if not pending:
+            return
+        if client is not None:
+            _run_dask(config, pending, client, finish)
+        elif workers <= 1:
+            observer = config.observer.to(config.device or "cpu").eval()
+            for chunk in pending:
+                finish(chunk, compute_chunk(config, chunk, observer=observer))
+        else:
+            _run_pool(config, pending, min(workers, len(pending)), finish)
+    finally:
+        bar.close()

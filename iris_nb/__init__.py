@@ -18,11 +18,25 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 from . import grids, units  # noqa: E402
 from .grids import SEDIGISM, SMALL, Axis, Grid  # noqa: E402
-from . import io, plot  # noqa: E402
+from . import io  # noqa: E402
 from .io import open_cube  # noqa: E402
 from .model import ModelFileError, Reverter  # noqa: E402
 from . import accessor  # noqa: E402,F401  (registers DataArray.iris)
 from .reversion import revert  # noqa: E402
+
+_LAZY_SUBPACKAGES = ("data", "plot", "sim", "train", "widgets")
+
+
+def __getattr__(name):
+    """Import the heavier subpackages (plotting, simulation, training, widgets) on first use."""
+    if name in _LAZY_SUBPACKAGES:
+        import importlib
+
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "__version__",
@@ -37,5 +51,9 @@ __all__ = [
     "open_cube",
     "plot",
     "revert",
+    "data",
+    "sim",
+    "train",
+    "widgets",
     "units",
 ]

@@ -1,0 +1,54 @@
+"""Synthetic training data: CMZ gas models, synthetic observers, noise and litter.
+
+::
+
+    from iris_nb.sim import make_cmz, LineObserver, columnize, Noise
+    field = make_cmz(iris_nb.SMALL, seed=1)            # Dataset (distance, lon, lat)
+    cube = LineObserver(iris_nb.SMALL).observe(field)  # DataArray (lon, lat, velocity), K
+    truth = columnize(field)                            # DataArray (distance, lon), Msun/pc3
+
+Nothing here imports the network or the training code.
+"""
+
+from .arepo import from_arepo, read_arepo_gas
+from .cmz import CMZ_PARAMETERS, draw_cmz_parameters, make_cmz
+from .columnize import columnize, columnize_tensors
+from .fields import (
+    FIELD_UNITS,
+    HYDROGEN_MASS_FRACTION,
+    empty_field,
+    field_from_arrays,
+    field_tensors,
+    h2_density,
+    validate_field,
+)
+from .litter import LITTER_PARAMETERS, Litter, far_side_litter, litter_grid, make_litter, near_side_litter
+from .noise import Noise, NoiseConfig
+from .observers import LineObserver, SimpleObserver
+
+__all__ = [
+    "CMZ_PARAMETERS",
+    "FIELD_UNITS",
+    "HYDROGEN_MASS_FRACTION",
+    "LITTER_PARAMETERS",
+    "LineObserver",
+    "Litter",
+    "Noise",
+    "NoiseConfig",
+    "SimpleObserver",
+    "columnize",
+    "columnize_tensors",
+    "draw_cmz_parameters",
+    "empty_field",
+    "far_side_litter",
+    "field_from_arrays",
+    "field_tensors",
+    "from_arepo",
+    "h2_density",
+    "litter_grid",
+    "make_cmz",
+    "make_litter",
+    "near_side_litter",
+    "read_arepo_gas",
+    "validate_field",
+]

@@ -22,7 +22,7 @@ import xarray as xr
 from .cube import CUBE_DIMS, standardize_cube
 from .grids import AXIS_UNITS, Axis, Grid, get_grid
 
-__all__ = ["axis_edges", "overlap_weights", "overlap_matrix", "regrid_cube", "regrid_array"]
+__all__ = ["axis_edges", "overlap_weights", "overlap_matrix", "regrid_axis", "regrid_cube", "regrid_array"]
 
 _BLOCK_BYTES = 16 * 2**20  # input slab regridded at a time: bounds the temporaries
 
@@ -140,6 +140,52 @@ def _apply_axis(x: np.ndarray, axis: int, index: np.ndarray, weight: np.ndarray,
         if nan_aware or den is not None:
             out_den = den_part if out_den is None else np.add(out_den, den_part, out=out_den)
     return out, out_den
+
+
+def regrid_axis(data: np.ndarray, src_edges: np.ndarray, dst_edges: np.ndarray, axis: int = -1,
+                min_coverage: float = 0.0) -> np.ndarray:
+    """Overlap-weighted, NaN-aware average of ``data`` along one axis onto new pixels.
+
+    Parameters
+    ----------
+    data:
+        Array ``(..., n_in, ...)`` with the regridded axis at ``axis``, any unit; NaN marks
+        blanks, which are left out of every average.
+    src_edges, dst_edges:
+        Ascending pixel edges ``(n_in + 1,)`` and ``(n_out + 1,)`` of that axis, same unit.
+    min_coverage:
+        Fraction of an output pixel's width that finite input must cover; below it the
+        output pixel is NaN (0: any valid overlap is enough, as in :func:`regrid_cube`).
+
+    Returns
+    -------
+    Array ``(..., n_out, ...)`` in the unit of ``data`` and its float dtype (float64 for
+    integer input).  Each output pixel is the mean of the finite inputs weighted by their
+    overlap with it, so ``sum(data * width)`` is conserved where everything is finite; NaN
+    where no finite input overlaps it or it is covered less than ``min_coverage``.
+    """
+    x = np.asarray(data)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float64)
+    src = np.asarray(src_edges, dtype=np.float64)
+    dst = np.asarray(dst_edges, dtype=np.float64)
+    if x.shape[axis] != src.size - 1:
+        raise ValueError(f"data has {x.shape[axis]} pixels along axis {axis} but src_edges has {src.size} "
+                         f"edges; give n + 1 edges for n pixels")
+    if not 0.0 <= min_coverage <= 1.0:
+        raise ValueError(f"min_coverage must be a fraction of a pixel between 0 and 1, got {min_coverage}")
+    index, weight = overlap_weights(src, dst)
+    # valid: the overlap-weighted fraction of each output pixel's input that is finite
+    mean, valid = _apply_axis(x, axis, index, weight, None, nan_aware=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.divide(mean, valid, out=mean)
+    shape = [1] * x.ndim
+    shape[axis] = -1
+    inside = np.clip(np.minimum(dst[1:], src[-1]) - np.maximum(dst[:-1], src[0]), 0.0, None)
+    covered = valid * inside.reshape(shape)  # length of the output pixel with finite input
+    kept = (valid > 0) & (covered >= (min_coverage * np.diff(dst)).reshape(shape))
+    mean[~kept] = np.nan
+    return mean
 
 
 def _regrid_slab(slab: np.ndarray, matrices: dict, lon_offset: int) -> np.ndarray:

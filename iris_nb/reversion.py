@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-from importlib.metadata import PackageNotFoundError, version
 
 import astropy.units as u
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 import xarray as xr
 
 from .cube import cube_beam, cube_rest_frequency, reduce_cube, standardize_cube
+from .model.checkpoint import _package_version
 from .regrid import regrid_cube
 from .units import SI_UNITS, brightness_scale, density_scale, parse_unit
 
@@ -77,13 +77,6 @@ def input_space_for(unit, attrs: dict | None = None, rest_frequency: float | Non
         "(K, mK), a surface brightness (Jy/sr, or Jy/beam with attrs['beam_fwhm'] in arcsec) or a "
         "velocity-resolved column density; fix attrs['units'] or pass in_units="
     )
-
-
-def _package_version() -> str:
-    try:
-        return version("iris_nb")
-    except PackageNotFoundError:
-        return "0.0.0+unknown"
 
 
 def _check_models(model_or_models) -> tuple[list, bool]:

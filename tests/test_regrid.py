@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 from iris_nb.grids import SMALL, Axis
-from iris_nb.regrid import axis_edges, overlap_matrix, regrid_cube
+from iris_nb.regrid import axis_edges, overlap_matrix, regrid_axis, regrid_cube
 
 # a small grid so every test runs in milliseconds
 GRID = SMALL.replace(
@@ -57,6 +57,31 @@ def test_overlap_matrix_rows_are_fractional_overlaps():
 
 def test_axis_edges_from_centres():
     np.testing.assert_allclose(axis_edges(np.array([0.5, 1.5, 2.5])), [0, 1, 2, 3])
+
+
+def test_regrid_axis_averages_one_axis_with_blanks_and_coverage():
+    edges_in = np.arange(0.0, 11.0)  # ten 1-wide pixels, 0 .. 10
+    rng = np.random.default_rng(3)
+    values = rng.random(10)
+    edges_out = np.array([0.0, 2.5, 4.0, 7.0, 10.0])
+    data = np.stack([values, 2.0 * values])[:, :, None]  # (2, 10, 1): regrid the middle axis
+    out = regrid_axis(data, edges_in, edges_out, axis=1)
+    assert out.shape == (2, 4, 1)
+    np.testing.assert_allclose(out[0, :, 0], box_average(edges_in, values, edges_out), rtol=1e-12)
+    np.testing.assert_allclose(out[1], 2.0 * out[0], rtol=1e-12)
+    blanked = values.copy()
+    blanked[[0, 1]] = np.nan  # [0, 2.5] keeps only half of pixel 2: 0.5 of 2.5 covered
+    loose = regrid_axis(blanked, edges_in, edges_out)
+    assert loose[0] == pytest.approx(values[2])  # the finite part alone, renormalised
+    strict = regrid_axis(blanked, edges_in, edges_out, min_coverage=0.5)
+    assert np.isnan(strict[0]) and np.isfinite(strict[1:]).all()
+    beyond = regrid_axis(values, edges_in, np.array([9.0, 10.0, 11.0, 12.0]), min_coverage=0.5)
+    assert beyond[0] == pytest.approx(values[9]) and np.isnan(beyond[1:]).all()
+    assert regrid_axis(values.astype(np.float32), edges_in, edges_out).dtype == np.float32
+    with pytest.raises(ValueError, match="edges"):
+        regrid_axis(values, edges_in[:-1], edges_out)
+    with pytest.raises(ValueError, match="min_coverage"):
+        regrid_axis(values, edges_in, edges_out, min_coverage=50)
 
 
 # ------------------------------------------------------------------ flux conservation

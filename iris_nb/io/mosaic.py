@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import xarray as xr
 
+from ..regrid import axis_edges, regrid_axis
 from ._common import ALIGN_TOLERANCE, DIMS, copy_into, make_cube, normalise_line, regular_step
 
 __all__ = ["mosaic", "resample_velocity", "check_compatible"]
@@ -229,34 +230,13 @@ def _merged_attrs(tiles, names):
     return attrs
 
 
-def _edges(centres):
-    centres = np.asarray(centres, dtype=float)
-    if centres.size == 1:
-        raise ValueError("a velocity axis of one channel has no width; resampling needs at least two channels")
-    mid = 0.5 * (centres[1:] + centres[:-1])
-    return np.concatenate([[2 * centres[0] - mid[0]], mid, [2 * centres[-1] - mid[-1]]])
-
-
-def _cumulative(values, widths):
-    """Running integral at the input channel edges, shape (..., n + 1), float64."""
-    out = np.zeros(values.shape[:-1] + (values.shape[-1] + 1,))
-    np.cumsum(values * widths, axis=-1, out=out[..., 1:])
-    return out
-
-
-def _integral_at(cum, values, edges, points):
-    """Integral of the piecewise-constant spectrum from the first edge to each of ``points``."""
-    index = np.clip(np.searchsorted(edges, points, side="right") - 1, 0, edges.size - 2)
-    inside = np.clip(points, edges[0], edges[-1]) - edges[index]
-    return cum[..., index] + values[..., index] * inside
-
-
 def resample_velocity(cube: xr.DataArray, velocity) -> xr.DataArray:
     """Resample a cube's velocity axis onto new channel centres, conserving the line integral.
 
     Each new channel is the average of the input over its width (input channels treated as
     constant across their own width), so ``sum(T * dv)`` is kept; blanks (NaN) are left out
-    of the average and a new channel less than half covered by finite input is NaN.
+    of the average and a new channel less than half covered by finite input is NaN. The
+    averaging is :func:`iris_nb.regrid.regrid_axis` with ``min_coverage=0.5``.
 
     ``cube`` is a DataArray with a ``velocity`` dim (km/s, ascending); ``velocity`` the new
     ascending centres (km/s), shape (n_new,). Returns the cube with ``velocity`` of length
@@ -269,8 +249,9 @@ def resample_velocity(cube: xr.DataArray, velocity) -> xr.DataArray:
             f"resample_velocity needs ascending velocity axes of at least two channels; got "
             f"{old.size} input and {new.size} output channels"
         )
-    old_edges, new_edges = _edges(old), _edges(new)
-    widths = np.diff(old_edges)
+    if old.size < 2:
+        raise ValueError("a velocity axis of one channel has no width; resampling needs at least two channels")
+    old_edges, new_edges = axis_edges(old), axis_edges(new)
     moved = cube.transpose(..., "velocity")
     data = np.asarray(moved.values)
     flat = data.reshape(-1, old.size)
@@ -278,16 +259,7 @@ def resample_velocity(cube: xr.DataArray, velocity) -> xr.DataArray:
     rows = max(1, _CHUNK_VALUES // old.size)
     for start in range(0, flat.shape[0], rows):
         block = flat[start : start + rows].astype(float)
-        valid = np.isfinite(block)
-        block[~valid] = 0.0
-        cover = valid.astype(float)
-        at_flux = _integral_at(_cumulative(block, widths), block, old_edges, new_edges)
-        at_cover = _integral_at(_cumulative(cover, widths), cover, old_edges, new_edges)
-        flux, covered = np.diff(at_flux, axis=-1), np.diff(at_cover, axis=-1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            result = flux / covered
-        result[covered < 0.5 * np.diff(new_edges)] = np.nan
-        out[start : start + rows] = result
+        out[start : start + rows] = regrid_axis(block, old_edges, new_edges, axis=-1, min_coverage=0.5)
     coords = {k: v for k, v in moved.coords.items() if "velocity" not in v.dims}
     coords["velocity"] = ("velocity", new, dict(cube["velocity"].attrs))
     result = xr.DataArray(out.reshape(data.shape[:-1] + (new.size,)), dims=moved.dims, coords=coords, attrs=dict(cube.attrs))

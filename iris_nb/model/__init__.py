@@ -1,7 +1,8 @@
 """The reversion network, its model files and fast inference copies.
 
 ``Reverter`` is the IRIS network (exact at 512 pixels, smaller powers of two for tests
-and notebooks); ``Reverter.save`` / ``Reverter.load`` read and write model files (and bare
+and notebooks; ``width=`` scales its channels, e.g. 0.25 for a ~16 times smaller model);
+``Reverter.save`` / ``Reverter.load`` read and write model files (and bare
 IRIS state dicts); ``optimize_for_inference`` makes a faster evaluation-only copy.
 """
 

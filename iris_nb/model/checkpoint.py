@@ -4,12 +4,14 @@ A model file is a ``torch.save`` of a plain dictionary::
 
     {"format": "iris_nb.reverter", "format_version": 1,
      "state_dict": {name: tensor, ...},
-     "metadata": {"grid": Grid.to_dict(), "reduction": ..., "input_space": ...,
-                  "units": {space: str}, "iris_nb_version": ..., "provenance": {...},
+     "metadata": {"grid": Grid.to_dict(), "width": float, "reduction": ...,
+                  "input_space": ..., "units": {space: str}, "iris_nb_version": ..., "provenance": {...},
                   "created": ISO-8601 UTC, "parameters": int}}
 
 It is read with ``torch.load(..., weights_only=True)``, so loading never runs code from
-the file.  Bare IRIS state dicts (``torch.save(model.state_dict())``) load too.
+the file.  Bare IRIS state dicts (``torch.save(model.state_dict())``) load too; their
+channel width is read from the tensor shapes (1 for IRIS).  Files without a ``"width"``
+entry (written before it existed) have width 1.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from pathlib import Path
 import torch
 
 from ..grids import SEDIGISM, Grid, get_grid
+from .architecture import ENCODER_STAGES, build_decoder, build_encoder, check_width, stage_range
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "ModelFileError", "ModelFileNotFoundError",
-           "save_reverter", "load_reverter", "read_model_file"]
+           "save_reverter", "load_reverter", "read_model_file", "infer_width"]
 
 FORMAT = "iris_nb.reverter"
 FORMAT_VERSION = 1
@@ -75,6 +78,7 @@ def save_reverter(model, path, provenance: dict | None = None) -> Path:
         "state_dict": {k: v.detach().to("cpu").clone() for k, v in model.state_dict().items()},
         "metadata": {
             "grid": model.grid.to_dict(),
+            "width": float(getattr(model, "width", 1.0)),
             "reduction": model.reduction,
             "input_space": model.input_space,
             "units": {space: unit.to_string() for space, unit in model.units.items()},
@@ -169,27 +173,66 @@ def _describe_mismatch(path, expected: dict, found: dict) -> str | None:
     return f"model file {path} holds a state dict of another architecture ({'; '.join(parts)})"
 
 
-def load_reverter(path, map_location="cpu", grid: Grid | str | None = None, cls=None):
+def infer_width(state: dict, grid: Grid | str) -> float | None:
+    """Channel width of a bare state dict for ``grid``, or ``None`` if no width fits.
+
+    Candidates are 1 (IRIS), then the out-channels of the first convolution and of the
+    bottleneck convolution (``encoder._9_1_convolution``) divided by their width-1 counts;
+    the first candidate whose encoder and decoder tensor shapes all match ``state`` wins.
+    A width found this way builds the same layers as the one the model was made with, but
+    may differ from it as a number (0.3 may come back as 0.3125).
+    """
+    from .reverter import _grid_size
+
+    size = _grid_size(get_grid(grid))
+    stages, _ = stage_range(size)
+    candidates = [1.0]
+    for k in (stages.start, 9):
+        weight = state.get(f"encoder._{k}_1_convolution.weight")
+        if isinstance(weight, torch.Tensor) and weight.dim() == 4:
+            candidates.append(weight.shape[0] / ENCODER_STAGES[k].out_channels)
+    for width in dict.fromkeys(candidates):
+        try:
+            check_width(width)
+        except ValueError:
+            continue
+        with torch.device("meta"):  # shapes only, no memory and no initialisation
+            parts = {"encoder": build_encoder(size, width), "decoder": build_decoder(size, width)}
+        if all(tuple(getattr(state.get(f"{part}.{key}"), "shape", ())) == tuple(value.shape)
+               for part, module in parts.items() for key, value in module.state_dict().items()):
+            return width
+    return None
+
+
+def load_reverter(path, map_location="cpu", grid: Grid | str | None = None, width: float | None = None,
+                  cls=None):
     """Build a :class:`~iris_nb.model.Reverter` from a model file (see :meth:`Reverter.load`).
 
-    ``grid`` applies to bare state dicts only (default SEDIGISM); the model is moved to
-    ``map_location`` when that names a device.
+    ``grid`` and ``width`` apply to bare state dicts only (default SEDIGISM and the width
+    found by :func:`infer_width`, else 1); the model is moved to ``map_location`` when that
+    names a device.
     """
     if cls is None:
         from .reverter import Reverter as cls
+    if width is not None:
+        check_width(width)
     state, metadata = read_model_file(path, map_location=map_location)
     try:
         if metadata is None:
-            model = cls(grid=get_grid(grid) if grid is not None else SEDIGISM)
+            grid = get_grid(grid) if grid is not None else SEDIGISM
+            if width is None:
+                width = infer_width(state, grid) or 1.0
+            model = cls(grid=grid, width=width)
         else:
             model = cls(grid=Grid.from_dict(metadata["grid"]), reduction=metadata.get("reduction", "mean"),
-                        input_space=metadata.get("input_space", "T"), provenance=metadata.get("provenance"))
+                        input_space=metadata.get("input_space", "T"), provenance=metadata.get("provenance"),
+                        width=metadata.get("width", 1.0))
     except (KeyError, TypeError, ValueError) as err:
         raise ModelFileError(f"model file {path} has unusable metadata: {err}") from err
     problem = _describe_mismatch(path, model.state_dict(), state)
     if problem:
-        hint = ("; if it is a model for a smaller grid, pass grid= to Reverter.load"
-                if metadata is None else "")
+        hint = ("; if it is a model for a smaller grid, pass grid= to Reverter.load, and for a "
+                "model of another channel width, width=" if metadata is None else "")
         raise ModelFileError(problem + hint)
     model.load_state_dict(state)
     if isinstance(map_location, (str, torch.device)):

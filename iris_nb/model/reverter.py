@@ -4,8 +4,9 @@
 IRIS ``torch.save(model.state_dict())`` files load unchanged with :meth:`Reverter.load`.
 The model carries what is needed to use it safely: its :class:`~iris_nb.grids.Grid`, the
 latitude reduction it was trained with, the quantity it was trained on (``input_space``),
-its units (four scalar buffers in the IRIS convention, "model units per SI unit") and a
-free-form provenance record.
+its units (four scalar buffers in the IRIS convention, "model units per SI unit"), its
+channel ``width`` multiplier (1 = IRIS; 0.25 gives a model ~16 times smaller) and a free-form
+provenance record.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from torch import nn
 
 from .. import units as _units
 from ..grids import SEDIGISM, Grid, get_grid
-from .architecture import build_decoder, build_encoder, init_weights, stage_range
+from .architecture import build_decoder, build_encoder, check_width, init_weights, stage_range
 
 __all__ = ["Reverter", "INPUT_SPACES", "REDUCTIONS"]
 
@@ -49,6 +50,12 @@ class Reverter(nn.Module):
     provenance:
         Free-form JSON-serialisable dict (training data, config, git hash...), saved with
         the model.
+    width:
+        Multiplier of every hidden channel count (encoder, decoder, attention embed dims);
+        ``1.0`` (default) is exactly IRIS, ``0.5`` / ``0.25`` give about 4 / 16 times fewer
+        parameters.  Counts are rounded to multiples of the attention heads and of the 4
+        groups of the bottleneck convolutions (rule in :mod:`iris_nb.model.architecture`);
+        ``width`` must be at least 1/32 (one channel per attention head).
 
     Calling the model: ``model(inputs)`` with ``inputs`` of shape ``(B, 1, lon, lat, v)``
     in the model's input unit returns ``(B, 1, distance, lon)`` in the model's density
@@ -56,10 +63,11 @@ class Reverter(nn.Module):
     """
 
     def __init__(self, grid: Grid | str = SEDIGISM, reduction: str = "mean", units: dict | None = None,
-                 input_space: str = "T", provenance: dict | None = None) -> None:
+                 input_space: str = "T", provenance: dict | None = None, width: float = 1.0) -> None:
         super().__init__()
         grid = get_grid(grid)
         size = _grid_size(grid)
+        width = check_width(width)
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
         if input_space not in INPUT_SPACES:
@@ -71,10 +79,11 @@ class Reverter(nn.Module):
         self.grid = grid
         self.reduction = reduction
         self.input_space = input_space
+        self.width = width
         self.provenance = _check_provenance(provenance)
         self.inference_only = False
-        self.encoder = build_encoder(size)
-        self.decoder = build_decoder(size)
+        self.encoder = build_encoder(size, width)
+        self.decoder = build_decoder(size, width)
         init_weights(self.encoder, self.decoder)
         for space in UNIT_SPACES:
             self.register_buffer(space, torch.tensor(factors[space], dtype=torch.float32))
@@ -102,12 +111,13 @@ class Reverter(nn.Module):
         return self.units["density"]
 
     def num_parameters(self, trainable_only: bool = True) -> int:
-        """Number of (trainable) parameters; 14,339,641 at 512."""
+        """Number of (trainable) parameters; 14,339,641 at 512 and width 1."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def extra_repr(self) -> str:
-        return (f"grid={self.grid.name!r} (N={self.size}), reduction={self.reduction!r}, "
-                f"input_space={self.input_space!r}, inference_only={self.inference_only}")
+        return (f"grid={self.grid.name!r} (N={self.size}), width={self.width:g}, "
+                f"reduction={self.reduction!r}, input_space={self.input_space!r}, "
+                f"inference_only={self.inference_only}")
 
     # ------------------------------------------------------------------ forward
     def reduce(self, cube: torch.Tensor) -> torch.Tensor:
@@ -207,7 +217,7 @@ class Reverter(nn.Module):
 
     # ------------------------------------------------------------------ files
     def save(self, path, provenance: dict | None = None) -> None:
-        """Write the model (weights, grid, units, reduction, provenance) to ``path`` atomically.
+        """Write the model (weights, grid, width, units, reduction, provenance) to ``path`` atomically.
 
         ``provenance`` entries are merged into :attr:`provenance` first.  Read it back with
         :meth:`Reverter.load`.
@@ -217,17 +227,21 @@ class Reverter(nn.Module):
         save_reverter(self, path, provenance)
 
     @classmethod
-    def load(cls, path, map_location="cpu", *, grid: Grid | str | None = None) -> "Reverter":
+    def load(cls, path, map_location="cpu", *, grid: Grid | str | None = None,
+             width: float | None = None) -> "Reverter":
         """Read a model written by :meth:`save`, or a bare IRIS state dict.
 
         Bare state dicts (``torch.save(model.state_dict())``) get ``grid`` (default
-        :data:`~iris_nb.grids.SEDIGISM`), reduction ``"mean"``, input space ``"T"`` and the
-        units stored in their four scalars.  The file is read with ``weights_only=True``
-        (no code runs); errors are :class:`~iris_nb.model.checkpoint.ModelFileError`.
+        :data:`~iris_nb.grids.SEDIGISM`), reduction ``"mean"``, input space ``"T"``, the
+        units stored in their four scalars and ``width`` (default: read from the tensor
+        shapes, 1 for IRIS files).  Files written by :meth:`save` carry their own grid and
+        width; ``grid`` and ``width`` are ignored for them.  The file is read with
+        ``weights_only=True`` (no code runs); errors are
+        :class:`~iris_nb.model.checkpoint.ModelFileError`.
         """
         from .checkpoint import load_reverter
 
-        return load_reverter(path, map_location=map_location, grid=grid, cls=cls)
+        return load_reverter(path, map_location=map_location, grid=grid, width=width, cls=cls)
 
 
 def _grid_size(grid: Grid) -> int:

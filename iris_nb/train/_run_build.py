@@ -88,7 +88,7 @@ def _model(run, grid: Grid, observation_units: str):
     # initial weights drawn from training.seed: the same run starts from the same model everywhere
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(run.training.seed)
-        return Reverter(grid, reduction=run.reduction, input_space=input_space,
+        return Reverter(grid, reduction=run.reduction, input_space=input_space, width=run.width,
                         units={space: observation_units, "density": "solMass / pc3"},
                         provenance={"dataset": list(run.dataset), "run": run.to_dict()})
 

@@ -80,6 +80,9 @@ class RunConfig:
         whose weights start the training.
     reduction:
         Latitude reduction of the stored PV images and of the model: ``"mean"`` or ``"max"``.
+    width:
+        Channel multiplier of a fresh :class:`~iris_nb.Reverter` (1.0 is the exact IRIS
+        network; 0.25 gives a ~1 M parameter model for CPUs).  Ignored with ``init``.
     seed:
         If given, replaces ``training.seed`` (data split, shuffling, noise draws).
     test_fraction:
@@ -98,6 +101,7 @@ class RunConfig:
     checkpoint_dir: str = "iris_nb_run"
     init: str | None = None
     reduction: str = "mean"
+    width: float = 1.0
     seed: int | None = None
     test_fraction: float = 0.1
     debug: dict = dataclasses.field(default_factory=dict)
@@ -118,6 +122,12 @@ class RunConfig:
             set_("init", _run_io.as_path(self.init, "init"))
         if self.reduction not in REDUCTIONS:
             raise RunConfigError(f"RunConfig.reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        from ..model.architecture import check_width
+
+        try:
+            set_("width", check_width(self.width))
+        except (TypeError, ValueError) as err:
+            raise RunConfigError(f"RunConfig.width: {err}") from None
         if self.seed is not None:
             if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
                 raise RunConfigError(f"RunConfig.seed must be a non-negative integer or None, got {self.seed!r}")
@@ -149,6 +159,7 @@ class RunConfig:
             "checkpoint_dir": self.checkpoint_dir,
             "init": self.init,
             "reduction": self.reduction,
+            "width": self.width,
             "seed": self.seed,
             "test_fraction": self.test_fraction,
             "debug": dict(self.debug),

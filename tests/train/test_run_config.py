@@ -71,6 +71,13 @@ def test_yaml_json_and_dict_round_trips(store, tmp_path):
     assert run.to_dict()["litter"] == {"paths": [store], "p": 0.25}
     two = run.replace(litter={"paths": [store, store], "p": [0.5, 0.1]})
     assert two.litter["p"] == (0.5, 0.1) and RunConfig.from_yaml(two.to_yaml(tmp_path / "two.yaml")) == two
+    narrow = run.replace(width=0.25)
+    assert RunConfig.from_yaml(narrow.to_yaml(tmp_path / "narrow.yaml")).width == 0.25
+
+
+def test_width_is_validated(store):
+    with pytest.raises(ValueError, match="RunConfig.width"):
+        RunConfig(dataset=store, width=0.0)
 
 
 def test_yaml_written_by_hand_is_read(store, tmp_path):

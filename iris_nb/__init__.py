@@ -21,6 +21,7 @@ from .grids import SEDIGISM, SMALL, Axis, Grid  # noqa: E402
 from . import io  # noqa: E402
 from .io import open_cube  # noqa: E402
 from .model import ModelFileError, Reverter  # noqa: E402
+from .model.pretrained import pretrained  # noqa: E402
 from . import accessor  # noqa: E402,F401  (registers DataArray.iris)
 from .reversion import revert  # noqa: E402
 
@@ -50,6 +51,7 @@ __all__ = [
     "io",
     "open_cube",
     "plot",
+    "pretrained",
     "revert",
     "data",
     "sim",

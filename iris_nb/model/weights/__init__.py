@@ -1,0 +1,1 @@
+"""Weights of the pretrained models (see :mod:`iris_nb.pretrained`)."""

@@ -1,0 +1,171 @@
+"""Training checkpoints: the full state needed to resume a run exactly.
+
+``<checkpoint_dir>/checkpoint.pt`` is a ``torch.save`` of a plain dictionary::
+
+    {"format": "iris_nb.training_checkpoint", "format_version": 1,
+     "model": state_dict, "model_signature": {...},      # grid, reduction, units, shapes
+     "optimizer": ..., "scheduler": ..., "scaler": ... or None,
+     "epoch": completed epochs, "batch": batches done in the running epoch (0 at a boundary),
+     "pending_gradients": {name: tensor} or None,         # a stop inside an accumulation group
+     "epoch_partial": {...},                               # running sums of the stopped epoch
+     "rng": {"torch": ..., "cuda": [...], "numpy": ..., "python": ...},
+     "history": {...}, "config": TrainingConfig.to_dict(), "world_size": int, "created": ISO}
+
+Files are written to a temporary file in the same folder, flushed to disk and moved over
+the old one with :func:`os.replace`, so a crash never leaves a half-written checkpoint and
+never destroys the previous one.  They are read with ``weights_only=True`` (no code runs).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["CHECKPOINT_NAME", "MODEL_NAME", "CheckpointMismatchError", "model_signature", "save_checkpoint",
+           "load_checkpoint", "check_compatible", "rng_state", "set_rng_state", "atomic_torch_save"]
+
+CHECKPOINT_FORMAT = "iris_nb.training_checkpoint"
+CHECKPOINT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"
+MODEL_NAME = "model.pt"
+
+
+class CheckpointMismatchError(ValueError):
+    """A checkpoint belongs to another model or an incompatible configuration."""
+
+
+def atomic_torch_save(payload, path: str | Path) -> Path:
+    """``torch.save(payload, path)`` through a temporary file and :func:`os.replace`."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def model_signature(model) -> dict:
+    """What must match for a checkpoint to resume into ``model``: grid, reduction, input
+    space, units and the shape of every state-dict entry."""
+    grid = getattr(model, "grid", None)
+    units = getattr(model, "units", None)
+    return {
+        "grid": grid.to_dict() if grid is not None else None,
+        "reduction": getattr(model, "reduction", None),
+        "input_space": getattr(model, "input_space", None),
+        "units": {k: v.to_string() for k, v in units.items()} if units else None,
+        "shapes": {name: list(value.shape) for name, value in model.state_dict().items()},
+    }
+
+
+def rng_state() -> dict:
+    """The global random states (torch CPU, every CUDA device, numpy legacy, Python)."""
+    kind, key, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": [state for state in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+        "numpy": {"kind": kind, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "python": random.getstate(),
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore states saved by :func:`rng_state` (CUDA states only when the device count
+    matches)."""
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    numpy_state = state["numpy"]
+    np.random.set_state((numpy_state["kind"], numpy_state["key"].numpy().astype(np.uint32), numpy_state["pos"],
+                         numpy_state["has_gauss"], numpy_state["cached"]))
+    python = state["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+
+
+def save_checkpoint(folder: str | Path, payload: dict) -> Path:
+    """Write ``payload`` (see the module docstring) to ``folder/checkpoint.pt`` atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    full = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **payload}
+    return atomic_torch_save(full, folder / CHECKPOINT_NAME)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Read a training checkpoint (a file, or a folder holding ``checkpoint.pt``).
+
+    Raises :class:`CheckpointMismatchError` when the file is not a training checkpoint, and
+    :class:`FileNotFoundError` when it does not exist.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no training checkpoint at {path}")
+    try:
+        content = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # truncated, foreign or unsafe files raise many types
+        raise CheckpointMismatchError(
+            f"cannot read training checkpoint {path} ({type(err).__name__}: {str(err)[:200]}); it may be "
+            "truncated or not a checkpoint written by iris_nb; move it away to start afresh"
+        ) from err
+    if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointMismatchError(
+            f"{path} is not an iris_nb training checkpoint (a model file written by Reverter.save? load it "
+            "with Reverter.load and pass the model to train_reverter instead)"
+        )
+    if int(content.get("format_version", 0)) > CHECKPOINT_VERSION:
+        raise CheckpointMismatchError(f"{path} has checkpoint version {content['format_version']}, newer than this "
+                                      f"iris_nb reads ({CHECKPOINT_VERSION}); update iris_nb")
+    return content
+
+
+def check_compatible(checkpoint: dict, model, config, path="checkpoint") -> None:
+    """Refuse (with :class:`CheckpointMismatchError`) a checkpoint of another model or of a
+    config that differs in a field that changes the run (see
+    :data:`~iris_nb.train.config.RESUMABLE_CHANGES` for what may change)."""
+    from .config import TrainingConfig
+
+    saved, current = checkpoint.get("model_signature", {}), model_signature(model)
+    problems = []
+    for key in ("grid", "reduction", "input_space", "units"):
+        if saved.get(key) != current[key]:
+            problems.append(f"{key}: checkpoint {saved.get(key)!r}, model {current[key]!r}")
+    saved_shapes, shapes = saved.get("shapes", {}), current["shapes"]
+    if saved_shapes != shapes:
+        missing = sorted(set(shapes) - set(saved_shapes))
+        extra = sorted(set(saved_shapes) - set(shapes))
+        differ = sorted(k for k in set(shapes) & set(saved_shapes) if shapes[k] != saved_shapes[k])
+        problems.append(f"architecture: {len(missing)} missing, {len(extra)} unexpected and {len(differ)} "
+                        f"differently shaped weights (e.g. {(missing + extra + differ)[:3]})")
+    if problems:
+        raise CheckpointMismatchError(
+            f"the checkpoint in {path} belongs to another model ({'; '.join(problems)}); use a new "
+            "checkpoint_dir for this model, or build the model that wrote it"
+        )
+    saved_config = TrainingConfig.from_dict(checkpoint["config"])
+    changes = saved_config.incompatible_changes(config)
+    if changes:
+        listed = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in changes.items())
+        raise CheckpointMismatchError(
+            f"the checkpoint in {path} was written with another training config ({listed}); resuming would "
+            "not continue the same run. Use the checkpoint's config (TrainingConfig.from_dict(load_checkpoint("
+            "path)['config'])) or a new checkpoint_dir"
+        )

@@ -1,0 +1,162 @@
+"""Physical losses between predicted and true top-down density maps.
+
+Densities only mean something with a unit, so every loss here first divides the residual
+by a normalisation density ``n`` expressed in the *model's* density unit.  The paper's
+choice, ``n = 1e-19 kg/m3`` (about 1.478 Msun/pc3), is the default.  Because ``n`` follows
+the model's unit, the same maps written in other units (with a model whose units differ
+accordingly) give the same loss value.
+
+* :class:`ScaledDensityLoss`: ``mean(asinh(((pred - true) / n)^2))`` (DESIGN.md section 6),
+  quadratic for residuals well below ``n`` and logarithmic for large ones, so that a few
+  dense clouds do not dominate the fit.
+* :class:`MSELoss`: ``mean(((pred - true) / n)^2)``, for comparison.
+
+Both are computed in float32 even when the maps come from a float16/bfloat16 autocast
+region, and both are dimensionless.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .. import units as _units
+
+__all__ = ["PhysicalLoss", "ScaledDensityLoss", "MSELoss", "LOSSES", "make_loss", "normalization_in_units"]
+
+DEFAULT_DENSITY_NORMALIZATION = 1e-19
+"""The paper's normalisation density, kg/m3 (about 1.478 Msun/pc3)."""
+
+
+def normalization_in_units(density_normalization: float, model_or_unit) -> float:
+    """The normalisation density ``density_normalization`` (kg/m3) in another density unit.
+
+    ``model_or_unit`` is a model with a ``density`` scalar buffer ("model units per kg/m3",
+    as on :class:`~iris_nb.model.Reverter`), an astropy unit or unit string (``"Msun/pc3"``,
+    ``"g/cm3"``; H2 number densities such as ``"cm-3"`` work too), or a plain number read as
+    "units per kg/m3".  Returns a positive float in that unit.
+    """
+    value = float(density_normalization)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"density_normalization must be a positive density in kg/m3 (paper: 1e-19), got {density_normalization!r}"
+        )
+    density_buffer = getattr(model_or_unit, "density", None)
+    if isinstance(density_buffer, torch.Tensor):
+        factor = float(density_buffer)
+    elif isinstance(model_or_unit, (int, float)) and not isinstance(model_or_unit, bool):
+        factor = float(model_or_unit)
+    elif model_or_unit is None:
+        raise ValueError("give the model (or its density unit) so the loss knows the unit of the maps")
+    else:
+        factor = _units.density_scale("kg / m3", model_or_unit)
+    if not (math.isfinite(factor) and factor > 0):
+        raise ValueError(f"the density unit factor must be a positive number (units per kg/m3), got {factor}")
+    return value * factor
+
+
+_LARGE = 1e15  # |r| above which asinh(r^2) is evaluated as ln 2 + 2 ln|r| (relative error < 1e-30)
+_LN2 = math.log(2.0)
+
+
+class PhysicalLoss(nn.Module):
+    """Base class of losses on density maps with a physical normalisation.
+
+    Parameters
+    ----------
+    model_or_unit:
+        Where the unit of the maps comes from: a :class:`~iris_nb.model.Reverter` (its
+        ``density`` buffer), a density unit (``"Msun/pc3"``), or a number of units per kg/m3.
+        Default: Msun/pc3, the package's default model unit.
+    density_normalization:
+        Normalisation density ``n`` in kg/m3 (default 1e-19, the paper's).
+
+    Attributes
+    ----------
+    n:
+        The normalisation density in the maps' unit (float).
+
+    Subclasses implement :meth:`pointwise` (elementwise loss of the normed residual);
+    calling the loss returns its mean over every pixel of every sample.
+    """
+
+    name = "physical"
+
+    def __init__(self, model_or_unit="solMass / pc3", density_normalization: float = DEFAULT_DENSITY_NORMALIZATION):
+        super().__init__()
+        self.density_normalization = float(density_normalization)
+        self.n = normalization_in_units(density_normalization, model_or_unit)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n:.6g} (= {self.density_normalization:g} kg/m3 in the maps' unit)"
+
+    def normed_residual(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        """``(pred - true) / n`` in float32, dimensionless, shape of the broadcast inputs.
+
+        ``pred`` and ``true`` are density maps, e.g. ``(B, 1, distance, lon)``, in the unit the
+        loss was built for.
+        """
+        if not isinstance(pred, torch.Tensor) or not isinstance(true, torch.Tensor):
+            raise TypeError(
+                f"loss inputs must be torch tensors, got {type(pred).__name__} and {type(true).__name__}"
+            )
+        if pred.shape != true.shape:
+            raise ValueError(
+                f"prediction {tuple(pred.shape)} and target {tuple(true.shape)} differ in shape; both "
+                "should be (B, 1, distance, lon) density maps on the model's grid"
+            )
+        return (pred.float() - true.float()) / self.n
+
+    def pointwise(self, residual: torch.Tensor) -> torch.Tensor:
+        """Elementwise loss of a normed residual (same shape, dimensionless)."""
+        raise NotImplementedError
+
+    def per_sample(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        """Loss of each sample: ``(B, ...) -> (B,)`` (mean over all but the first dim)."""
+        values = self.pointwise(self.normed_residual(pred, true))
+        return values.reshape(values.shape[0], -1).mean(dim=1)
+
+    def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        """Mean loss over every pixel: ``(B, 1, distance, lon)`` maps -> scalar (dimensionless)."""
+        return self.pointwise(self.normed_residual(pred, true)).mean()
+
+
+class ScaledDensityLoss(PhysicalLoss):
+    """``mean(asinh(((pred - true) / n)^2))``, the paper's loss (DESIGN.md section 6)."""
+
+    name = "scaled_density"
+
+    def pointwise(self, residual: torch.Tensor) -> torch.Tensor:
+        """``asinh(residual^2)``, elementwise, dimensionless.
+
+        Finite for every finite residual: above ``|r| = 1e15`` (where ``r^2`` would overflow
+        float32 soon after) the identity ``asinh(r^2) = ln 2 + 2 ln|r|`` is used.
+        """
+        size = residual.abs()
+        small = torch.asinh(size.clamp_max(_LARGE).square())
+        large = _LN2 + 2.0 * torch.log(size.clamp_min(_LARGE))
+        return torch.where(size < _LARGE, small, large)
+
+
+class MSELoss(PhysicalLoss):
+    """``mean(((pred - true) / n)^2)``: mean squared error in units of ``n^2``."""
+
+    name = "mse"
+
+    def pointwise(self, residual: torch.Tensor) -> torch.Tensor:
+        """``residual^2``, elementwise, dimensionless."""
+        return residual.square()
+
+
+LOSSES = {"scaled_density": ScaledDensityLoss, "mse": MSELoss}
+"""Loss names accepted by :class:`~iris_nb.train.config.TrainingConfig` ``loss=``."""
+
+
+def make_loss(name: str, model_or_unit="solMass / pc3",
+              density_normalization: float = DEFAULT_DENSITY_NORMALIZATION) -> PhysicalLoss:
+    """The loss called ``name`` (``"scaled_density"`` or ``"mse"``) for a model or unit."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
+    return LOSSES[name](model_or_unit, density_normalization)

@@ -137,7 +137,11 @@ def run_quickstart(output: str | Path = "iris_nb_output", seed: int = 0, grid: G
     out.mkdir(parents=True, exist_ok=True)
     cube, truth = synthetic_cmz_cube(grid, seed=seed)
     model, trained = _load_model(grid, seed)
-    if not trained:
+    if trained:
+        metrics = model.provenance.get("test_metrics", {}).get("noise_1K", {})
+        print(f"Using the pretrained model 'cmz-small' (test correlation {metrics.get('correlation', float('nan')):.2f}, "
+              "see its provenance for how it was trained).")
+    else:
         print(
             "NOTE: no trained model is available yet, so this quickstart uses a RANDOMLY "
             "INITIALISED Reverter: the top-down map shows the data flow, not a physical result."

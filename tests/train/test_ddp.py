@@ -54,9 +54,10 @@ def test_two_ranks_match_one_process_with_the_global_batch(store, tmp_path):
     ddp_run = RunConfig(dataset=store, checkpoint_dir=str(tmp_path / "ddp"), training=training,
                         test_fraction=0.0, debug={"save_state": True})
     events = []
+    before = set(_procs.descendants(os.getpid()))  # helpers earlier tests left running are not ours
     result = launch(ddp_run, nproc_per_node=2, device="cpu", timeout=400, echo=True, progress=True,
                     callbacks=[lambda event, info: events.append((event, info))])
-    assert _procs.descendants(os.getpid()) == []
+    assert set(_procs.descendants(os.getpid())) <= before
 
     # the run went through both ranks and reported progress back
     folder = tmp_path / "ddp"

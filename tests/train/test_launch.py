@@ -38,8 +38,20 @@ def store(tmp_path_factory) -> str:
     return str(path)
 
 
+_BEFORE: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _processes_before_the_test():
+    """Helper processes other tests left running (e.g. multiprocessing/dask trackers) are not ours."""
+    _BEFORE.clear()
+    _BEFORE.update(_procs.descendants(os.getpid()))
+    yield
+
+
 def own_descendants() -> list[int]:
-    return _procs.descendants(os.getpid())
+    """Processes started by this test (and still running) below the pytest process."""
+    return [pid for pid in _procs.descendants(os.getpid()) if pid not in _BEFORE]
 
 
 def test_port_in_use_is_refused_before_anything_starts(store, tmp_path):

@@ -154,18 +154,39 @@ def dataset_units(dataset):
     return None
 
 
+def _input_space(value, what: str):
+    """``(unit, space)`` of an observation unit: space ``"T"``, ``"vrho"`` or ``"I"``."""
+    unit = _units.parse_unit(value, what)
+    space = next((name for name, kind in (("T", "temperature"), ("vrho", "v_density"), ("I", "intensity"))
+                  if unit.is_equivalent(_units.SI_UNITS[kind])), None)
+    if space is None:
+        raise ValueError(f"{what} are in {unit}, which is neither a brightness temperature, an intensity nor a "
+                         "velocity-resolved column density")
+    return unit, space
+
+
+def _check_litter_units(litter, model) -> None:
+    units = getattr(litter, "units", None)
+    if not isinstance(units, str) or not units:
+        return
+    unit, space = _input_space(units, "litter images")
+    try:
+        factor = model.input_scale(unit, space)
+    except ValueError as err:
+        raise ValueError(f"litter images hold {space!r} in {unit}, unusable for a model with input_space="
+                         f"{model.input_space!r} ({err})") from None
+    if not math.isclose(factor, 1.0, rel_tol=1e-6):
+        raise ValueError(f"litter images are in {unit} but the model's inputs are in {model.input_unit}; open the "
+                         f"litter store with units={{'observation': '{model.input_unit}'}}")
+
+
 def pair_scales(dataset, model) -> tuple[float, float]:
     """Factors taking a pair dataset's declared units to the model's input and density units
     (``(1.0, 1.0)`` when the dataset declares none: its pairs are taken as in model units)."""
     units = dataset_units(dataset)
     if units is None:
         return 1.0, 1.0
-    unit = _units.parse_unit(units["observation"], "dataset observations")
-    space = next((name for name, kind in (("T", "temperature"), ("vrho", "v_density"), ("I", "intensity"))
-                  if unit.is_equivalent(_units.SI_UNITS[kind])), None)
-    if space is None:
-        raise ValueError(f"dataset observations are in {unit}, which is neither a brightness temperature, an "
-                         "intensity nor a velocity-resolved column density")
+    unit, space = _input_space(units["observation"], "dataset observations")
     try:
         input_scale = model.input_scale(unit, space)
     except ValueError as err:
@@ -200,6 +221,7 @@ class BatchPreparer:
         self.device = device
         self.reduction = model.reduction
         self.n_lat = model.grid.lat.steps
+        _check_litter_units(litter, model)
         self.noise = noise.to(device) if hasattr(noise, "to") else noise
         self.litter = litter.to(device) if hasattr(litter, "to") else litter
         self.observer = observer.to(device) if hasattr(observer, "to") else observer

@@ -17,6 +17,7 @@ from iris_nb.model import Reverter
 from iris_nb.sim.cmz import make_cmz
 from iris_nb.sim.columnize import columnize_tensors
 from iris_nb.sim.fields import field_tensors
+from iris_nb.sim.litter import Litter
 from iris_nb.sim.noise import Noise
 from iris_nb.sim.observers import SimpleObserver
 from iris_nb.train.batches import BatchPreparer, batch_generator
@@ -137,6 +138,13 @@ def test_noise_and_litter_touch_inputs_only():
     assert torch.equal(again, inputs)  # same (seed, epoch, batch): same draws
     result = train_reverter(model(), data, noise=Noise(sigma=0.3), litter=litter, config=quick(), progress=False)
     assert litter.calls > 1 and np.isfinite(result.train_losses[0])
+    real = Litter(torch.full((3, 1, 64, 64), 0.25), p=1.0)  # the package's Litter: every sample hit
+    prep = BatchPreparer(model(), "pairs", torch.device("cpu"), litter=real)
+    littered, same_targets = prep(batch, batch_generator(0, "train", 0, 1))
+    assert torch.allclose(littered, batch[0] + 0.25) and torch.equal(same_targets, batch[1])
+    real.units = "mK"  # litter images in other units than the model's inputs (K) are refused
+    with pytest.raises(ValueError, match="litter"):
+        BatchPreparer(model(), "pairs", torch.device("cpu"), litter=real)
 
 
 def test_physical_fields_are_observed_on_the_fly():

@@ -13,11 +13,11 @@ Units: distance and observer_distance in pc, lon and lat in deg, velocity in km/
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 
 import numpy as np
+
+from ._files import ConfigFiles, check_fields
 
 __all__ = ["Axis", "Grid", "SEDIGISM", "SMALL", "PRESETS", "get_grid", "galactocentric_xy"]
 
@@ -74,7 +74,7 @@ class Axis:
 
 
 @dataclasses.dataclass(frozen=True)
-class Grid:
+class Grid(ConfigFiles):
     """The geometry a model is trained on and a cube is regridded to.
 
     Parameters
@@ -174,31 +174,11 @@ class Grid:
         """Build a grid from :meth:`to_dict` output (or a preset name)."""
         if isinstance(data, str):
             return get_grid(data)
-        if not isinstance(data, dict):
-            raise TypeError(f"a grid is described by a dict or a preset name, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown Grid fields {sorted(unknown)}; known fields are {sorted(known)}")
+        check_fields(cls, data, "Grid")
         missing = [name for name in AXIS_NAMES if name not in data]
         if missing:
             raise ValueError(f"a grid needs the axes {list(AXIS_NAMES)}; missing {missing}")
         return cls(**data)
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """JSON text of the grid; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> "Grid":
-        """Read a grid from JSON text or from a JSON file."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            text = Path(text_or_path).read_text()
-        return cls.from_dict(json.loads(text))
 
     def __repr__(self) -> str:
         axes = ", ".join(

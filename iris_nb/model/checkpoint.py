@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
+from .._files import atomic_torch_save
 from ..grids import SEDIGISM, Grid, get_grid
 from .architecture import ENCODER_STAGES, build_decoder, build_encoder, check_width, stage_range
 
@@ -89,20 +89,7 @@ def save_reverter(model, path, provenance: dict | None = None) -> Path:
         },
     }
     mode = path.stat().st_mode & 0o777 if path.exists() else _default_file_mode()
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_torch_save(payload, path, mode=mode)
     return path
 
 

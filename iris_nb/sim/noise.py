@@ -28,15 +28,14 @@ gives the clean image and a baseline offset weakens together with the noise it b
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._files import ConfigFiles, check_fields
 from ..grids import Grid, get_grid
 
 __all__ = ["NoiseConfig", "Noise", "beam_kernel"]
@@ -54,7 +53,7 @@ def _real(value, name: str) -> float:
 
 
 @dataclasses.dataclass(frozen=True)
-class NoiseConfig:
+class NoiseConfig(ConfigFiles):
     """Settings of :class:`Noise`; validates itself and round-trips through JSON/YAML.
 
     Parameters
@@ -96,28 +95,7 @@ class NoiseConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "NoiseConfig":
         """Build a config from :meth:`to_dict` output; unknown keys are an error."""
-        if not isinstance(data, dict):
-            raise TypeError(f"a noise config is a dict, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown NoiseConfig keys {unknown}; known keys are {sorted(known)}")
-        return cls(**data)
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """JSON text of the config; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> "NoiseConfig":
-        """Read a config from JSON text or a JSON file."""
-        text = str(text_or_path)
-        if not text.lstrip().startswith("{"):
-            text = Path(text_or_path).read_text()
-        return cls.from_dict(json.loads(text))
+        return cls(**check_fields(cls, data, "NoiseConfig"))
 
 
 def beam_kernel(fwhm_arcsec: float, pixel_arcsec: float) -> np.ndarray:

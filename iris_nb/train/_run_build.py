@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from ..grids import Grid
-from ._run_io import RunConfigError, write_text_atomic
+from .._files import write_text_atomic
+from ._run_io import RunConfigError
 
 RESULT_FORMAT = "iris_nb.run_result"
 

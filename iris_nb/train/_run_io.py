@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 from ..grids import Grid
@@ -69,50 +67,6 @@ def as_litter(value) -> dict | None:
 
 
 # ---------------------------------------------------------------------- files
-
-
-def write_text_atomic(path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and :func:`os.replace`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _read_text(text_or_path, kind: str) -> str:
-    text = os.fspath(text_or_path) if isinstance(text_or_path, os.PathLike) else text_or_path
-    if not isinstance(text, str):
-        raise TypeError(f"expected {kind} text or a file path, got {type(text_or_path).__name__}")
-    if isinstance(text_or_path, os.PathLike) or "\n" not in text:
-        path = Path(text)
-        if not path.is_file():
-            raise FileNotFoundError(f"run config file {path} does not exist; write one with RunConfig.to_yaml(path)")
-        return path.read_text()
-    return text
-
-
-def load_json(text_or_path) -> dict:
-    """Parse a JSON object from text (starting with ``{``) or a file."""
-    text = text_or_path if isinstance(text_or_path, str) and text_or_path.lstrip().startswith("{") \
-        else _read_text(text_or_path, "JSON")
-    return json.loads(text)
-
-
-def load_yaml(text_or_path) -> dict:
-    """Parse a YAML mapping from a file (or from text containing a newline)."""
-    import yaml
-
-    data = yaml.safe_load(_read_text(text_or_path, "YAML"))
-    if not isinstance(data, dict):
-        raise RunConfigError(f"a run config file must hold a mapping of RunConfig fields, got {type(data).__name__}")
-    return data
 
 
 # ---------------------------------------------------------------------- checks

@@ -19,13 +19,13 @@ never destroys the previous one.  They are read with ``weights_only=True`` (no c
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .._files import atomic_torch_save
 
 __all__ = ["CHECKPOINT_NAME", "MODEL_NAME", "CheckpointMismatchError", "model_signature", "save_checkpoint",
            "load_checkpoint", "check_compatible", "rng_state", "set_rng_state", "atomic_torch_save"]
@@ -38,25 +38,6 @@ MODEL_NAME = "model.pt"
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint belongs to another model or an incompatible configuration."""
-
-
-def atomic_torch_save(payload, path: str | Path) -> Path:
-    """``torch.save(payload, path)`` through a temporary file and :func:`os.replace`."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
 
 
 def model_signature(model) -> dict:

@@ -14,12 +14,11 @@ A config prints readably, compares by value and round-trips through JSON and YAM
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 
 import torch
 
+from .._files import ConfigFiles, check_fields
 from .losses import LOSSES
 
 __all__ = ["TrainingConfig", "OPTIMIZERS", "SCHEDULERS", "PRECISIONS", "RESUMABLE_CHANGES"]
@@ -35,7 +34,7 @@ same run."""
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(ConfigFiles):
     """Hyper-parameters of :func:`~iris_nb.train.loop.train_reverter`.
 
     Parameters
@@ -191,56 +190,7 @@ class TrainingConfig:
         """Build a config from :meth:`to_dict` output (unknown keys are refused)."""
         if isinstance(data, cls):
             return data
-        if not isinstance(data, dict):
-            raise TypeError(f"a TrainingConfig is built from a dict, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainingConfig fields {unknown}; known fields are {sorted(known)}")
-        return cls(**data)
-
-    def to_json(self, path: str | Path | None = None) -> str:
-        """JSON text; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path: str | Path) -> "TrainingConfig":
-        """Read a config from JSON text or a JSON file."""
-        text = str(text_or_path)
-        if isinstance(text_or_path, Path) or not text.lstrip().startswith("{"):
-            path = Path(text_or_path)
-            if not path.is_file():
-                raise FileNotFoundError(f"{text[:80]!r} is neither JSON text nor an existing JSON file")
-            text = path.read_text()
-        return cls.from_dict(json.loads(text))
-
-    def to_yaml(self, path: str | Path | None = None) -> str:
-        """YAML text; also written to ``path`` when given."""
-        import yaml
-
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            Path(path).write_text(text)
-        return text
-
-    @classmethod
-    def from_yaml(cls, text_or_path: str | Path) -> "TrainingConfig":
-        """Read a config from YAML text or a YAML file."""
-        import yaml
-
-        text = str(text_or_path)
-        if isinstance(text_or_path, Path) or ("\n" not in text and Path(text).is_file()):
-            text = Path(text_or_path).read_text()
-        data = yaml.safe_load(text)
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{str(text_or_path)[:80]!r} is neither an existing YAML file nor YAML text of a "
-                             "mapping like 'epochs: 4'")
-        return cls.from_dict(data)
+        return cls(**check_fields(cls, data, "TrainingConfig"))
 
 
 def _check_int(name: str, value, minimum: int) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from .._files import ConfigFiles, check_fields
 from ..grids import PRESETS, Grid, get_grid
 from ..sim.noise import NoiseConfig
 from . import _run_io
@@ -50,7 +51,7 @@ DEBUG_KEYS = {
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
+class RunConfig(ConfigFiles):
     """Everything one training run needs; validates itself and round-trips to YAML/JSON.
 
     Parameters
@@ -92,6 +93,8 @@ class RunConfig:
     debug:
         Test hooks, see :data:`DEBUG_KEYS` (``save_state``, ``fail_rank``, ``fail_after``).
     """
+
+    _file_error = RunConfigError
 
     dataset: tuple[str, ...] | str
     grid: Grid | str | None = None
@@ -172,40 +175,11 @@ class RunConfig:
             return data
         if not isinstance(data, dict):
             raise TypeError(f"a run config is a dict of RunConfig fields, got {type(data).__name__}")
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise RunConfigError(f"unknown RunConfig keys {unknown}; known keys are {known} "
-                                 "(training options go under 'training:')")
+        check_fields(cls, data, "RunConfig", error=RunConfigError,
+                     hint=" (training options go under 'training:')")
         if "dataset" not in data:
             raise RunConfigError("a run config needs 'dataset': the path of a dataset store or a list of paths")
         return cls(**data)
-
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """JSON text of the run; also written to ``path`` when given."""
-        text = json.dumps(self.to_dict(), indent=2)
-        if path is not None:
-            _run_io.write_text_atomic(path, text)
-        return text
-
-    @classmethod
-    def from_json(cls, text_or_path) -> "RunConfig":
-        """Read a run from JSON text or a JSON file."""
-        return cls.from_dict(_run_io.load_json(text_or_path))
-
-    def to_yaml(self, path: str | os.PathLike | None = None) -> str:
-        """YAML text of the run; also written (atomically) to ``path`` when given."""
-        import yaml
-
-        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
-        if path is not None:
-            _run_io.write_text_atomic(path, text)
-        return text
-
-    @classmethod
-    def from_yaml(cls, text_or_path) -> "RunConfig":
-        """Read a run from a YAML file (or YAML text containing a newline)."""
-        return cls.from_dict(_run_io.load_yaml(text_or_path))
 
     def replace(self, **changes) -> "RunConfig":
         """A copy with some fields changed (validated again)."""

@@ -250,7 +250,7 @@ def test_bad_types_and_keys():
         NoiseConfig(sigma="1")
     with pytest.raises(TypeError, match="fade must be True or False"):
         NoiseConfig(fade="yes")
-    with pytest.raises(ValueError, match="unknown NoiseConfig keys \\['rms'\\]"):
+    with pytest.raises(ValueError, match="unknown NoiseConfig fields \\['rms'\\]"):
         NoiseConfig.from_dict({"rms": 1.0})
     with pytest.raises(TypeError, match="torch.Tensor"):
         Noise()(np.zeros((1, 1, 4, 4)), n_lat=2)

@@ -50,8 +50,10 @@ def test_bad_values_name_the_field(field, value, kind):
 def test_unknown_keys_and_bad_text(tmp_path):
     with pytest.raises(ValueError, match="unknown TrainingConfig fields"):
         TrainingConfig.from_dict({"epochs": 2, "learning_rate": 0.1})
-    with pytest.raises(ValueError, match="neither"):
+    with pytest.raises(FileNotFoundError, match="neither YAML text nor an existing YAML file"):
         TrainingConfig.from_yaml("not-a-file.yaml")
+    with pytest.raises(ValueError, match="must hold a mapping"):
+        TrainingConfig.from_yaml("- a list\n- not a mapping\n")
     with pytest.raises(FileNotFoundError):
         TrainingConfig.from_json(tmp_path / "missing.json")
 

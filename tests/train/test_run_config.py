@@ -97,7 +97,7 @@ def test_seed_overrides_training_seed(store):
 
 
 @pytest.mark.parametrize("changes, words", [
-    ({"datset": "x"}, ["unknown RunConfig keys", "datset", "dataset"]),
+    ({"datset": "x"}, ["unknown RunConfig fields", "datset", "dataset"]),
     ({"training": {"lr": -1.0}}, ["lr", "positive"]),
     ({"training": {"epochs": 0}}, ["epochs", ">= 1"]),
     ({"training": {"epoch": 2}}, ["unknown TrainingConfig fields", "epoch"]),

@@ -15,15 +15,23 @@ Importing this module needs ipywidgets; nothing else in iris_nb imports it.
 
 from .base import ConfigWidget, ErrorMessage, render_png, report_errors
 from .explorer import UNIT_CHOICES, ReversionExplorer
+from .litter import SIDE_LABELS, LitterPicker, store_side
+from .noise import NoisePicker, check_noise, noise_levels
 from .reduction import REDUCTIONS, ReductionPicker
 
 __all__ = [
     "ConfigWidget",
     "ErrorMessage",
+    "LitterPicker",
+    "NoisePicker",
     "REDUCTIONS",
     "ReductionPicker",
     "ReversionExplorer",
+    "SIDE_LABELS",
     "UNIT_CHOICES",
+    "check_noise",
+    "noise_levels",
     "render_png",
     "report_errors",
+    "store_side",
 ]

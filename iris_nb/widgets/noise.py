@@ -1,0 +1,393 @@
+"""NoisePicker: edit the survey noise (a NoiseConfig, or no noise) with a seeded noisy PV preview.
+
+The picker edits the ``noise`` field of a run config (:class:`~iris_nb.train.run.RunConfig`):
+a :class:`~iris_nb.sim.noise.NoiseConfig` or ``None`` for noise-free training inputs.  It shows
+the noise level that training really adds to the latitude-reduced PV images (``sigma`` is per
+*cube* pixel; the mean over ``n_lat`` latitude pixels divides it by about ``sqrt(n_lat)``) and,
+given a cube, one noisy PV image drawn with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Mapping
+
+import ipywidgets as ipw
+import numpy as np
+import torch
+import traitlets
+import xarray as xr
+
+from ..cube import cube_beam, cube_rest_frequency, standardize_cube
+from ..grids import SMALL, Axis, Grid, get_grid
+from ..sim.noise import Noise, NoiseConfig
+from ..units import brightness_scale, parse_unit
+from .base import ConfigWidget, render_png, report_errors
+from .reduction import REDUCTIONS, _check_size, check_reduction
+
+__all__ = ["NoisePicker", "check_noise", "noise_levels"]
+
+CONFIG_KEY = "noise"  # the RunConfig / CLI field this widget edits
+_FIELDS = tuple(f.name for f in dataclasses.fields(NoiseConfig))
+_MAX_DRAWS = (1, 64, 64)  # PV noise pixels drawn to measure the law of the max reduction
+
+
+def check_noise(value) -> NoiseConfig | None:
+    """The ``noise`` of a run config: a :class:`NoiseConfig` or ``None`` (no noise).
+
+    Accepts what :class:`~iris_nb.train.run.RunConfig` accepts: ``None``/``False`` (no
+    noise), ``True`` (the defaults, 1 K), a NoiseConfig or a dict of its fields (sigma and
+    mean in K).  Anything else raises TypeError; an impossible setting (``sigma < 0``,
+    unknown keys) raises ValueError.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return NoiseConfig()
+    if isinstance(value, NoiseConfig):
+        return value
+    if isinstance(value, Mapping):
+        return NoiseConfig.from_dict(dict(value))
+    raise TypeError(f"noise must be a NoiseConfig, a dict such as {{'sigma': 1.0, 'fade': True}}, True or None "
+                    f"(no noise), got {type(value).__name__} {value!r}")
+
+
+def noise_levels(config: NoiseConfig | None, reduction: str, n_lat: int, grid: Grid | None = None,
+                 seed: int = 0) -> dict:
+    """Mean and standard deviation (K) of the noise that training adds to one PV image.
+
+    ``config`` is the noise (``None``: none), ``reduction`` ``"mean"`` or ``"max"`` over
+    ``n_lat`` latitude pixels, ``grid`` the beam and pixel sizes for beam-correlated noise.
+    Values are at fade factor 1 (with ``fade`` each sample's noise is scaled by ``U(0, 1)``).
+    Returns ``{"pv_std", "pv_mean", "pv_std_mean", "measured"}``: ``pv_std_mean`` is
+    :meth:`Noise.pv_std` (the exact std for the mean reduction); for the max reduction
+    ``pv_mean``/``pv_std`` are measured on a seeded draw of 64 x 64 PV pixels
+    (``measured=True``), as the max of ``n_lat`` noisy pixels has no simple closed form.
+    """
+    if config is None:
+        return {"pv_std": 0.0, "pv_mean": 0.0, "pv_std_mean": 0.0, "measured": False}
+    noise = Noise.from_config(dataclasses.replace(config, fade=False), grid=grid)
+    std_mean = noise.pv_std(n_lat)
+    if reduction == "mean":
+        return {"pv_std": std_mean, "pv_mean": config.mean, "pv_std_mean": std_mean, "measured": False}
+    draw = noise.draw(_MAX_DRAWS, mode="pv", reduction=reduction, n_lat=n_lat,
+                      generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return {"pv_std": float(draw.std()), "pv_mean": float(draw.mean()), "pv_std_mean": std_mean, "measured": True}
+
+
+def _edges_axis(centres: np.ndarray, fallback: Axis) -> Axis:
+    """An :class:`Axis` whose pixel centres are ``centres`` (ascending, regular), in deg."""
+    if centres.size < 2:
+        half = 0.5 * fallback.step
+        return Axis(float(centres[0]) - half, float(centres[0]) + half, 1)
+    step = (float(centres[-1]) - float(centres[0])) / (centres.size - 1)
+    return Axis(float(centres[0]) - 0.5 * step, float(centres[-1]) + 0.5 * step, centres.size)
+
+
+def _beam_grid(std: xr.DataArray) -> Grid:
+    """SMALL with the lon/lat pixels and beam of a standardised cube ``(lon, lat, velocity)``."""
+    beam = cube_beam(std.attrs)
+    if isinstance(beam, tuple):
+        beam = math.sqrt(beam[0] * beam[1])
+    return SMALL.replace(lon=_edges_axis(np.asarray(std["lon"].values, float), SMALL.lon),
+                         lat=_edges_axis(np.asarray(std["lat"].values, float), SMALL.lat),
+                         beam_fwhm=SMALL.beam_fwhm if beam is None else float(beam), name="cube pixels")
+
+
+def _preview_source(cube, grid: Grid | None, n_lat) -> tuple[xr.DataArray | None, Grid, int]:
+    """``(cube (lon, lat, velocity) or PV (lon, velocity) in K or None, beam grid, n_lat)``."""
+    if n_lat is not None and (isinstance(n_lat, bool) or not isinstance(n_lat, numbers.Integral) or n_lat < 1):
+        raise ValueError(f"n_lat must be a positive integer (latitude pixels reduced), got {n_lat!r}")
+    if cube is None:
+        grid = SMALL if grid is None else grid
+        return None, grid, int(n_lat) if n_lat is not None else grid.lat.steps
+    if not isinstance(cube, xr.DataArray):
+        raise TypeError(f"cube must be an xarray.DataArray cube (lon, lat, velocity) or PV image (lon, velocity), "
+                        f"got {type(cube).__name__}; open a FITS file with iris_nb.open_cube(path)")
+    if set(cube.dims) == {"lon", "velocity"}:
+        attrs = cube.attrs
+        rest = cube_rest_frequency(attrs) or (grid or SMALL).rest_frequency
+        factor = brightness_scale(parse_unit(attrs.get("units"), "PV image"), rest, cube_beam(attrs))
+        pv = (cube.transpose("lon", "velocity").astype(np.float64) * factor).assign_attrs(units="K")
+        grid = SMALL if grid is None else grid
+        return pv, grid, int(n_lat) if n_lat is not None else grid.lat.steps
+    std = standardize_cube(cube, to_kelvin=True)
+    if std.ndim != 3:
+        raise ValueError(f"the preview shows one cube, but this one has dims {tuple(cube.dims)}; "
+                         f"select one cube of the stack first, e.g. cube.isel({std.dims[0]}=0)")
+    if n_lat is not None and n_lat != std.sizes["lat"]:
+        raise ValueError(f"n_lat={n_lat} but the cube has {std.sizes['lat']} latitude pixels; leave n_lat out")
+    return std, _beam_grid(std) if grid is None else grid, std.sizes["lat"]
+
+
+class NoisePicker(ConfigWidget):
+    """Edit the survey noise of a training run, with its level in PV space and a noisy preview.
+
+    Parameters
+    ----------
+    cube:
+        Optional cube DataArray ``(lon, lat, velocity)`` (any dim order; brightness in K, mK,
+        Jy/sr or Jy/beam with a beam) or PV image ``(lon, velocity)`` in such a unit.  With
+        one, the widget shows the PV image (the cube reduced over latitude with ``reduction``)
+        plus one noise draw, in K, seeded by ``seed``.  Without one it shows only the numbers.
+    value:
+        The initial noise: a :class:`~iris_nb.sim.noise.NoiseConfig`, a dict of its fields,
+        ``True`` (defaults, 1 K) or ``None`` (no noise, the default).
+    reduction:
+        The latitude reduction of the PV images the noise is added to (``RunConfig.reduction``):
+        ``"mean"`` or ``"max"``.  Not part of ``value``; editable as ``picker.reduction``.
+    grid:
+        Beam FWHM (arcsec) and lon/lat pixel sizes for beam-correlated noise, and ``n_lat``
+        without a cube.  Default: the cube's pixels and ``attrs["beam_fwhm"]`` (else 30"), or SMALL.
+    n_lat:
+        Latitude pixels reduced, for a PV-image ``cube`` or no cube (default ``grid.lat.steps``).
+    seed:
+        Seed of the preview draw (same seed, same image).
+    figsize, dpi:
+        Size of the preview image in inches and its resolution (pixels per inch).
+
+    Attributes
+    ----------
+    value : NoiseConfig or None
+        The noise, as ``RunConfig.noise`` holds it.  Impossible settings (``sigma < 0``) show
+        a message in the widget and keep the previous value.  Observe with
+        ``picker.observe(handler, names="value")``.
+    reduction : str
+        ``"mean"`` or ``"max"``; link it to a :class:`ReductionPicker`'s ``value`` with
+        ``traitlets.link``.
+    levels : dict
+        :func:`noise_levels` of the current value: PV noise std and mean in K.
+    preview : ipywidgets.Image or None
+        The PNG preview, ``None`` without a cube.
+    """
+
+    reduction = traitlets.Unicode("mean", help="latitude reduction of the PV images the noise is added to")
+
+    def __init__(self, cube=None, value=None, *, reduction: str = "mean", grid=None, n_lat: int | None = None,
+                 seed: int = 0, figsize=(5.5, 3.4), dpi: int = 90) -> None:
+        self._figsize, self._dpi = _check_size(figsize, dpi)
+        reduction = check_reduction(reduction)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise TypeError(f"seed must be a non-negative integer, got {seed!r}")
+        self.seed = int(seed)
+        grid = None if grid is None else get_grid(grid)
+        self._source, self._grid, self._n_lat = _preview_source(cube, grid, n_lat)
+        self._pv_clean = None
+        self._cache: dict = {}
+        self._syncing = False
+        super().__init__(value, reduction=reduction)
+        shown = self.value or NoiseConfig()
+        self.enabled = ipw.Checkbox(value=self.value is not None, description="add noise", indent=False)
+        self.sigma_input = ipw.FloatText(value=shown.sigma, step=0.1, description="sigma (K)")
+        self.mean_input = ipw.FloatText(value=shown.mean, step=0.1, description="mean (K)")
+        self.fade_input = ipw.Checkbox(value=shown.fade, description="fade (x U(0, 1) per sample)", indent=False)
+        self.beam_input = ipw.Checkbox(value=shown.correlated_beam, description="beam-correlated", indent=False)
+        self.reduction_toggle = ipw.ToggleButtons(options=list(REDUCTIONS), value=self.reduction,
+                                                  description="PV", style={"button_width": "4em"})
+        self._link = traitlets.link((self, "reduction"), (self.reduction_toggle, "value"))
+        for control in self._controls():
+            control.observe(self._on_control, names="value")
+        self.levels_text = ipw.HTML(value="")
+        children = [self.enabled, ipw.HBox([self.sigma_input, self.mean_input]),
+                    ipw.HBox([self.fade_input, self.beam_input]), self.reduction_toggle,
+                    self.error.widget, self.levels_text]
+        self.preview = None
+        if self._source is not None:
+            width = f"{round(self._figsize[0] * self._dpi)}px"
+            self.preview = ipw.Image(format="png", layout=ipw.Layout(width=width, max_width="100%"))
+            self.preview.add_class("iris-nb-preview")
+            children.append(self.preview)
+        self._widget = ipw.VBox(children)
+        self._widget.add_class("iris-nb-noise-picker")
+        self.observe(self._on_value, names="value")
+        self.observe(self._on_reduction, names="reduction")
+        self._sync_controls()
+        self._update_preview()
+
+    # ------------------------------------------------------------------ value
+    def check_value(self, value) -> NoiseConfig | None:
+        """A :class:`NoiseConfig` or ``None`` (see :func:`check_noise`), else ValueError/TypeError."""
+        return check_noise(value)
+
+    @traitlets.validate("reduction")
+    def _validate_reduction(self, proposal):
+        try:
+            return check_reduction(proposal["value"])
+        except (ValueError, TypeError) as err:
+            self.error.show(str(err))
+            return self.reduction
+
+    def _controls(self):
+        return (self.enabled, self.sigma_input, self.mean_input, self.fade_input, self.beam_input)
+
+    def _on_control(self, change) -> None:
+        if self._syncing:
+            return
+        self._set_disabled()
+        if not self.enabled.value:
+            self.value = None
+            return
+        try:
+            new = NoiseConfig(sigma=self.sigma_input.value, mean=self.mean_input.value,
+                              fade=self.fade_input.value, correlated_beam=self.beam_input.value)
+        except (ValueError, TypeError) as err:
+            self.error.show(str(err))  # the value keeps its last valid setting
+            return
+        self.value = new
+
+    def _set_disabled(self) -> None:
+        for control in self._controls()[1:]:
+            control.disabled = not self.enabled.value
+
+    def _sync_controls(self) -> None:
+        """Show ``value`` in the controls (a ``None`` value keeps the last settings, unticked)."""
+        self._syncing = True
+        try:
+            self.enabled.value = self.value is not None
+            if self.value is not None:
+                self.sigma_input.value = self.value.sigma
+                self.mean_input.value = self.value.mean
+                self.fade_input.value = self.value.fade
+                self.beam_input.value = self.value.correlated_beam
+        finally:
+            self._syncing = False
+        self._set_disabled()
+
+    def _on_value(self, change) -> None:
+        self._sync_controls()
+        self._update_preview()
+
+    def _on_reduction(self, change) -> None:
+        self._update_preview()
+
+    # ---------------------------------------------------------------- preview
+    @property
+    def n_lat(self) -> int:
+        """Number of latitude pixels the PV images are reduced over."""
+        return self._n_lat
+
+    @property
+    def levels(self) -> dict:
+        """:func:`noise_levels` of the current value and reduction (K)."""
+        return self._render(self.value, self.reduction, image=False)[2]
+
+    @property
+    def pv(self) -> xr.DataArray | None:
+        """The previewed PV image ``(lon, velocity)`` with its noise draw, in K (``None`` without a cube)."""
+        if self._source is None:
+            return None
+        return self._render(self.value, self.reduction)[1]
+
+    def _clean_pv(self, reduction: str) -> xr.DataArray:
+        if self._source.ndim == 2:
+            return self._source
+        from ..cube import reduce_cube
+
+        if self._pv_clean is None or self._pv_clean[0] != reduction:
+            self._pv_clean = (reduction, reduce_cube(self._source, reduction))
+        return self._pv_clean[1]
+
+    def _render(self, config, reduction: str, image: bool = True):
+        key = (config, reduction, image and self._source is not None)
+        if key in self._cache:
+            return self._cache[key]
+        levels = noise_levels(config, reduction, self._n_lat, self._grid, self.seed)
+        png = pv = None
+        if key[2]:
+            png, pv = self._draw_preview(config, reduction)
+        self._cache[key] = (png, pv, levels)
+        return self._cache[key]
+
+    def _draw_preview(self, config, reduction: str):
+        from ..plot import pv_image
+
+        clean = self._clean_pv(reduction)
+        pv = clean.astype(np.float64)
+        title = f"PV image ({reduction} over lat), no noise"
+        if config is not None:
+            generator = torch.Generator().manual_seed(self.seed)
+            fade = float(torch.rand(1, generator=generator, dtype=torch.float64)) if config.fade else 1.0
+            noise = Noise.from_config(dataclasses.replace(config, fade=False), grid=self._grid)
+            shape = (1,) + tuple(clean.shape)
+            draw = noise.draw(shape, mode="pv", reduction=reduction, n_lat=self._n_lat,
+                              generator=generator, dtype=torch.float64)[0].numpy()
+            pv = pv + fade * draw
+            faded = f", fade x{fade:.2f}" if config.fade else ""
+            title = f"PV ({reduction}) + noise, sigma {config.sigma:g} K{faded}, seed {self.seed}"
+        pv = pv.assign_attrs(units="K")
+        # a linear stretch: asinh would lift the noise floor and hide how it compares to the signal
+        png = render_png(lambda ax: pv_image(pv, ax=ax, title=title, stretch="linear"), self._figsize, self._dpi)
+        return png, pv
+
+    def _levels_html(self, levels: dict) -> str:
+        config, n = self.value, self._n_lat
+        if config is None:
+            return "<small>No noise: training inputs stay noise-free.</small>"
+        beam = " (beam-correlated: more than sigma/sqrt(n))" if config.correlated_beam else ""
+        text = (f"PV noise std for the mean over {n} latitude pixels: "
+                f"<b>{levels['pv_std_mean']:.3g} K</b> (sigma {config.sigma:g} K / sqrt({n}) = "
+                f"{config.sigma / math.sqrt(n):.3g} K{beam}), offset {config.mean:g} K")
+        if levels["measured"]:
+            text += (f"; for the max over {n} pixels: mean <b>{levels['pv_mean']:+.3g} K</b>, "
+                     f"std <b>{levels['pv_std']:.3g} K</b> (measured on {_MAX_DRAWS[1] * _MAX_DRAWS[2]} "
+                     "seeded pixels; exact on blank sky)")
+        if config.fade:
+            text += "; with fade each sample's noise is scaled by its own U(0, 1) factor"
+        return f"<small>{text}.</small>"
+
+    def _update_preview(self) -> None:
+        with report_errors(self.error):
+            png, _, levels = self._render(self.value, self.reduction)
+            self.levels_text.value = self._levels_html(levels)
+            if self.preview is not None:
+                self.preview.value = png
+
+    # ------------------------------------------------------------------ config
+    def to_dict(self) -> dict:
+        """``{"noise": NoiseConfig.to_dict() or None}``: the ``noise`` field of a run config file.
+
+        ``None`` means no noise, as in ``RunConfig(noise=None)``; merge the dict into a run
+        config dict (``{**run_dict, **picker.to_dict()}``) to set the noise of a run.
+        """
+        return {CONFIG_KEY: None if self.value is None else self.value.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data, cube=None, **kwargs) -> "NoisePicker":
+        """A picker set from a config dict, a RunConfig (or like object) or a NoiseConfig dict.
+
+        ``data`` may be a whole run config dict: only its ``"noise"`` entry is used, and a
+        dict without one means no noise (the run-config default).  A dict whose keys are all
+        NoiseConfig fields (``{"sigma": 2.0}``) is read as the noise itself.  ``cube`` and
+        ``kwargs`` go to the constructor; bad settings raise ValueError.
+        """
+        if isinstance(data, Mapping):
+            if CONFIG_KEY in data:
+                value = data[CONFIG_KEY]
+            elif data and set(data) <= set(_FIELDS):
+                value = dict(data)
+            else:
+                value = None
+        elif isinstance(data, NoiseConfig) or data is None:
+            value = data
+        elif hasattr(data, CONFIG_KEY):
+            value = getattr(data, CONFIG_KEY)
+        else:
+            raise TypeError(f"from_dict expects a dict such as {{'noise': {{'sigma': 1.0}}}} or a config with a "
+                            f"'noise' field, got {type(data).__name__}")
+        return cls(cube=cube, value=value, **kwargs)
+
+    @classmethod
+    def from_run(cls, run, cube=None, **kwargs) -> "NoisePicker":
+        """A picker holding the noise of a run: a RunConfig, a dict of its fields or a YAML/JSON path.
+
+        The run's ``reduction`` and ``grid`` become the picker's unless given in ``kwargs``.
+        """
+        from ..train.run import as_run
+
+        run = as_run(run)
+        kwargs.setdefault("reduction", run.reduction)
+        if run.grid is not None and cube is None:
+            kwargs.setdefault("grid", run.grid)
+        return cls(cube=cube, value=run.noise, **kwargs)

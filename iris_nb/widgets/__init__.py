@@ -18,6 +18,7 @@ from .explorer import UNIT_CHOICES, ReversionExplorer
 from .litter import SIDE_LABELS, LitterPicker, store_side
 from .noise import NoisePicker, check_noise, noise_levels
 from .reduction import REDUCTIONS, ReductionPicker
+from .training import TrainingPanel
 
 __all__ = [
     "ConfigWidget",
@@ -28,6 +29,7 @@ __all__ = [
     "ReductionPicker",
     "ReversionExplorer",
     "SIDE_LABELS",
+    "TrainingPanel",
     "UNIT_CHOICES",
     "check_noise",
     "noise_levels",

@@ -37,7 +37,8 @@ def _fresh_model(model_or_factory, seed: int, reinitialize: bool):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = type(template)(grid=template.grid, reduction=template.reduction, units=template.units,
-                               input_space=template.input_space, provenance=template.provenance)
+                               input_space=template.input_space, provenance=template.provenance,
+                               width=getattr(template, "width", 1.0))
     if not reinitialize:
         model.load_state_dict(template.state_dict())
     return model

@@ -252,6 +252,15 @@ def test_ensemble_members_differ_and_checkpoint_apart(tmp_path):
         train_ensemble(2, template, pairs(4), config=quick(), seeds=[3, 3])
 
 
+
+def test_ensemble_members_keep_the_template_width():
+    torch.manual_seed(0)
+    narrow = Reverter(GRID, input_space="T", width=0.25)
+    fresh = train_ensemble(1, narrow, pairs(2), config=quick(), progress=False)
+    tuned = train_ensemble(1, narrow, pairs(2), config=quick(), reinitialize=False, progress=False)
+    for member in fresh + tuned:
+        assert member.width == 0.25 and member.num_parameters() == narrow.num_parameters()
+
 def test_port_in_use_gives_a_clear_error():
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

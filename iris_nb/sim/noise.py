@@ -28,6 +28,7 @@ gives the clean image and a baseline offset weakens together with the noise it b
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 import math
 
 import numpy as np
@@ -38,7 +39,7 @@ from torch import nn
 from .._files import ConfigFiles, check_fields
 from ..grids import Grid, get_grid
 
-__all__ = ["NoiseConfig", "Noise", "beam_kernel"]
+__all__ = ["NoiseConfig", "Noise", "as_noise_config", "beam_kernel"]
 
 MODES = ("pv", "cube")
 REDUCTIONS = ("mean", "max")
@@ -96,6 +97,25 @@ class NoiseConfig(ConfigFiles):
     def from_dict(cls, data: dict) -> "NoiseConfig":
         """Build a config from :meth:`to_dict` output; unknown keys are an error."""
         return cls(**check_fields(cls, data, "NoiseConfig"))
+
+
+def as_noise_config(value) -> NoiseConfig | None:
+    """The ``noise`` setting of a run: a :class:`NoiseConfig`, or ``None`` for no noise.
+
+    Accepts ``None``/``False`` (no noise), ``True`` (the defaults, 1 K), a NoiseConfig or a
+    mapping of its fields (sigma and mean in K).  Anything else raises TypeError; an
+    impossible setting (``sigma < 0``, unknown keys) raises ValueError.
+    """
+    if value is None or value is False:
+        return None
+    if value is True:
+        return NoiseConfig()
+    if isinstance(value, NoiseConfig):
+        return value
+    if isinstance(value, Mapping):
+        return NoiseConfig.from_dict(dict(value))
+    raise TypeError(f"noise must be a NoiseConfig, a dict such as {{'sigma': 1.0, 'fade': True}}, True or None "
+                    f"(no noise), got {type(value).__name__} {value!r}")
 
 
 def beam_kernel(fwhm_arcsec: float, pixel_arcsec: float) -> np.ndarray:

@@ -32,7 +32,7 @@ import torch
 
 from .._files import ConfigFiles, check_fields
 from ..grids import PRESETS, Grid, get_grid
-from ..sim.noise import NoiseConfig
+from ..sim.noise import NoiseConfig, as_noise_config
 from . import _run_io
 from ._run_io import RunConfigError, check_run_files
 from .config import TrainingConfig
@@ -213,16 +213,10 @@ def _as_training(value) -> TrainingConfig:
 
 
 def _as_noise(value) -> NoiseConfig | None:
-    if value is None or value is False:
-        return None
-    if value is True:
-        return NoiseConfig()
-    if isinstance(value, NoiseConfig):
-        return value
-    if isinstance(value, dict):
-        return NoiseConfig.from_dict(value)
-    raise RunConfigError(f"RunConfig.noise must be a NoiseConfig, a dict of its fields, True or None, "
-                         f"got {type(value).__name__}")
+    try:
+        return as_noise_config(value)
+    except TypeError as err:
+        raise RunConfigError(f"RunConfig.noise: {err}") from None
 
 
 def _as_debug(value) -> dict:

@@ -22,36 +22,17 @@ import xarray as xr
 
 from ..cube import cube_beam, cube_rest_frequency, standardize_cube
 from ..grids import SMALL, Axis, Grid, get_grid
-from ..sim.noise import Noise, NoiseConfig
+from ..sim.noise import Noise, NoiseConfig, as_noise_config
 from ..units import brightness_scale, parse_unit
 from .base import ConfigWidget, render_png, report_errors
 from .reduction import REDUCTIONS, _check_size, check_reduction
 
 __all__ = ["NoisePicker", "check_noise", "noise_levels"]
 
+check_noise = as_noise_config  # the value check of NoisePicker (and of RunConfig.noise)
 CONFIG_KEY = "noise"  # the RunConfig / CLI field this widget edits
 _FIELDS = tuple(f.name for f in dataclasses.fields(NoiseConfig))
 _MAX_DRAWS = (1, 64, 64)  # PV noise pixels drawn to measure the law of the max reduction
-
-
-def check_noise(value) -> NoiseConfig | None:
-    """The ``noise`` of a run config: a :class:`NoiseConfig` or ``None`` (no noise).
-
-    Accepts what :class:`~iris_nb.train.run.RunConfig` accepts: ``None``/``False`` (no
-    noise), ``True`` (the defaults, 1 K), a NoiseConfig or a dict of its fields (sigma and
-    mean in K).  Anything else raises TypeError; an impossible setting (``sigma < 0``,
-    unknown keys) raises ValueError.
-    """
-    if value is None or value is False:
-        return None
-    if value is True:
-        return NoiseConfig()
-    if isinstance(value, NoiseConfig):
-        return value
-    if isinstance(value, Mapping):
-        return NoiseConfig.from_dict(dict(value))
-    raise TypeError(f"noise must be a NoiseConfig, a dict such as {{'sigma': 1.0, 'fade': True}}, True or None "
-                    f"(no noise), got {type(value).__name__} {value!r}")
 
 
 def noise_levels(config: NoiseConfig | None, reduction: str, n_lat: int, grid: Grid | None = None,

@@ -8,42 +8,17 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
-from iris_nb.data.store import write_dataset
-from iris_nb.grids import SMALL
 from iris_nb.model import Reverter
-from iris_nb.sim.fields import field_from_arrays
-from iris_nb.sim.observers import SimpleObserver
 from iris_nb.train import _procs
 from iris_nb.train.launch import launch, load_run_result
 from iris_nb.train.run import RunConfig, run_training, state_hash
 
-GRID = SMALL.replace(distance=SMALL.distance.with_steps(64), lon=SMALL.lon.with_steps(64),
-                     lat=SMALL.lat.with_steps(8), velocity=SMALL.velocity.with_steps(64), name="G64")
-
-
-def arc_field(grid, seed=0):
-    """Two clouds on an arc, each with its own velocity (Msun/pc3, km/s)."""
-    rng = np.random.default_rng(seed)
-    d = grid.distance.centers()[:, None, None]
-    lon = grid.lon.centers()[None, :, None]
-    density = np.zeros((grid.distance.steps, grid.lon.steps, grid.lat.steps))
-    momentum = np.zeros_like(density)
-    for _ in range(2):
-        cloud = rng.uniform(10, 60) * np.exp(-((d - rng.uniform(8100, 8450)) / 35) ** 2
-                                             - ((lon - rng.uniform(-1.0, 1.0)) / 0.3) ** 2)
-        density += cloud
-        momentum += cloud * rng.uniform(-150, 150)
-    velocity = np.where(density > 0, momentum / np.maximum(density, 1e-30), 0.0)
-    return field_from_arrays(grid, density=density, velocity_los=velocity, seed=int(seed % 2**31), model="arc")
-
+from toy_stores import G64 as GRID, arc_field, write_store
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("ddp") / "pairs.zarr"
-    write_dataset(path, 10, GRID, model=arc_field, observer=SimpleObserver(GRID), workers=0, progress=False)
-    return str(path)
+    return write_store(tmp_path_factory.mktemp("ddp") / "pairs.zarr", 10, model=arc_field)
 
 
 @pytest.mark.slow

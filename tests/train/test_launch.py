@@ -5,37 +5,20 @@ from __future__ import annotations
 import os
 import socket
 
-import numpy as np
 import pytest
 
-from iris_nb.data.store import write_dataset
-from iris_nb.grids import SMALL
-from iris_nb.sim.fields import field_from_arrays
-from iris_nb.sim.observers import SimpleObserver
 from iris_nb.train import _procs
 from iris_nb.train.launch import LaunchError, PortInUseError, launch
 from iris_nb.train.run import RunConfig
 
-GRID = SMALL.replace(distance=SMALL.distance.with_steps(64), lon=SMALL.lon.with_steps(64),
-                     lat=SMALL.lat.with_steps(8), velocity=SMALL.velocity.with_steps(64), name="G64")
+from toy_stores import write_store
+
 TRAINING = {"epochs": 1, "batch_size": 1, "batches_per_update": 1, "validation_fraction": 0.25}
-
-
-def ring_field(grid, seed=0):
-    """Gas on a ring segment at a random distance and velocity (Msun/pc3, km/s)."""
-    rng = np.random.default_rng(seed)
-    d = grid.distance.centers()[:, None, None]
-    lon = grid.lon.centers()[None, :, None]
-    density = rng.uniform(5, 50) * np.exp(-((d - rng.uniform(8150, 8400)) / 25) ** 2) * (np.abs(lon) < 1.0)
-    velocity = rng.uniform(-120, 120) + 40.0 * lon + 0.0 * d
-    return field_from_arrays(grid, density=density, velocity_los=velocity, seed=int(seed % 2**31), model="ring")
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("launch") / "pairs.zarr"
-    write_dataset(path, 8, GRID, model=ring_field, observer=SimpleObserver(GRID), workers=0, progress=False)
-    return str(path)
+    return write_store(tmp_path_factory.mktemp("launch") / "pairs.zarr", 8)
 
 
 _BEFORE: set[int] = set()

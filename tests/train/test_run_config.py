@@ -9,40 +9,17 @@ import numpy as np
 import pytest
 
 from iris_nb.cli import _parser, main
-from iris_nb.data.store import write_dataset
-from iris_nb.grids import SEDIGISM, SMALL
+from iris_nb.grids import SEDIGISM
 from iris_nb.model import Reverter
-from iris_nb.sim.fields import field_from_arrays
 from iris_nb.sim.noise import NoiseConfig
-from iris_nb.sim.observers import SimpleObserver
 from iris_nb.train.config import TrainingConfig
 from iris_nb.train.run import RunConfig, RunConfigError, as_run
 
-GRID = SMALL.replace(distance=SMALL.distance.with_steps(64), lon=SMALL.lon.with_steps(64),
-                     lat=SMALL.lat.with_steps(8), velocity=SMALL.velocity.with_steps(64), name="G64")
-
-
-def blob_field(grid, seed=0):
-    """Three Gaussian gas clumps at random places and velocities (Msun/pc3, km/s)."""
-    rng = np.random.default_rng(seed)
-    d = grid.distance.centers()[:, None, None]
-    lon = grid.lon.centers()[None, :, None]
-    density = np.zeros((grid.distance.steps, grid.lon.steps, grid.lat.steps))
-    momentum = np.zeros_like(density)
-    for _ in range(3):
-        clump = rng.uniform(5, 50) * np.exp(-((d - rng.uniform(8100, 8450)) / 30) ** 2
-                                            - ((lon - rng.uniform(-1.2, 1.2)) / 0.25) ** 2)
-        density += clump
-        momentum += clump * rng.uniform(-150, 150)
-    velocity = np.where(density > 0, momentum / np.maximum(density, 1e-30), 0.0)
-    return field_from_arrays(grid, density=density, velocity_los=velocity, seed=int(seed % 2**31), model="blobs")
-
+from toy_stores import G64 as GRID, clump_field, write_store
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("stores") / "pairs.zarr"
-    write_dataset(path, 8, GRID, model=blob_field, observer=SimpleObserver(GRID), workers=0, progress=False)
-    return str(path)
+    return write_store(tmp_path_factory.mktemp("stores") / "pairs.zarr", 8, model=clump_field)
 
 
 def full_run(store, tmp_path) -> RunConfig:
@@ -155,7 +132,7 @@ def test_check_grid_mismatch_before_training(store, tmp_path):
 def test_check_stores_on_different_grids(store, tmp_path):
     wider = GRID.replace(velocity=GRID.velocity.__class__(-250.0, 250.0, 64))
     other = tmp_path / "wide.zarr"
-    write_dataset(other, 2, wider, model=blob_field, observer=SimpleObserver(wider), workers=0, progress=False)
+    write_store(other, 2, model=clump_field, grid=wider)
     with pytest.raises(RunConfigError, match="different grids.*velocity"):
         RunConfig(dataset=[store, str(other)]).check()
 
@@ -222,8 +199,7 @@ def test_litter_from_stores_reaches_the_inputs(store, tmp_path):
     from iris_nb.train.run import run_training
 
     litter_store = tmp_path / "litter.zarr"
-    write_dataset(litter_store, 3, GRID, model=blob_field, observer=SimpleObserver(GRID), seed=99, workers=0,
-                  progress=False)
+    write_store(litter_store, 3, model=clump_field, seed=99)
     training = {"epochs": 1, "batch_size": 2, "batches_per_update": 1, "validation_fraction": 0.25, "device": "cpu"}
     clean = RunConfig(dataset=store, checkpoint_dir=str(tmp_path / "clean"), training=training)
     littered = clean.replace(checkpoint_dir=str(tmp_path / "litter"),

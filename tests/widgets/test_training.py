@@ -8,35 +8,20 @@ import pytest
 import yaml
 
 from iris_nb.data.fields import GasModelDataset, observed_pairs
-from iris_nb.data.store import write_dataset
-from iris_nb.grids import SMALL
-from iris_nb.sim.fields import field_from_arrays
 from iris_nb.sim.noise import NoiseConfig
 from iris_nb.sim.observers import SimpleObserver
 from iris_nb.train.run import RunConfig
 from iris_nb.widgets.training import TrainingPanel
 
+from toy_stores import G64 as GRID, ring_field, write_store
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-GRID = SMALL.replace(distance=SMALL.distance.with_steps(64), lon=SMALL.lon.with_steps(64),
-                     lat=SMALL.lat.with_steps(8), velocity=SMALL.velocity.with_steps(64), name="G64")
 TRAINING = {"epochs": 2, "batch_size": 3, "batches_per_update": 1, "validation_fraction": 0.25, "device": "cpu"}
-
-
-def ring_field(grid, seed=0):
-    """Gas on a ring segment at a random distance and velocity (Msun/pc3, km/s)."""
-    rng = np.random.default_rng(seed)
-    d = grid.distance.centers()[:, None, None]
-    lon = grid.lon.centers()[None, :, None]
-    density = rng.uniform(5, 50) * np.exp(-((d - rng.uniform(8150, 8400)) / 25) ** 2) * (np.abs(lon) < 1.0)
-    velocity = rng.uniform(-120, 120) + 40.0 * lon + 0.0 * d
-    return field_from_arrays(grid, density=density, velocity_los=velocity, seed=int(seed % 2**31), model="ring")
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("panel") / "pairs.zarr"
-    write_dataset(path, 8, GRID, model=ring_field, observer=SimpleObserver(GRID), workers=0, progress=False)
-    return str(path)
+    return write_store(tmp_path_factory.mktemp("panel") / "pairs.zarr", 8)
 
 
 def make_run(store, folder, **training) -> RunConfig:

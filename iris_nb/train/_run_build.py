@@ -62,7 +62,7 @@ def _litter(run, units: dict):
     parts = [PreObservedDataset(path, split="train", validation_fraction=0.0, test_fraction=0.0)
              .with_units({"observation": units["observation"]}) for path in run.litter["paths"]]
     p = run.litter["p"]
-    return Litter(parts, p=list(p) if isinstance(p, tuple) else p)
+    return Litter(parts, p=list(p) if isinstance(p, tuple) else p, scale=run.litter.get("scale", 1.0))
 
 
 def _model(run, grid: Grid, observation_units: str):

@@ -43,15 +43,16 @@ def _probability(p, where: str) -> float:
 
 
 def as_litter(value) -> dict | None:
-    """``None`` or ``{"paths": (str, ...), "p": float in [0, 1] or a tuple of one per path}``."""
+    """``None`` or ``{"paths": (str, ...), "p": float in [0, 1] or a tuple of one per path}``,
+    plus ``"scale"`` (a factor >= 0 on every litter image) when it is not 1."""
     if value is None:
         return None
     if not isinstance(value, dict):
         raise RunConfigError(f"RunConfig.litter must be None or a dict {{'paths': [...], 'p': 0.5}}, "
                              f"got {type(value).__name__}")
-    unknown = sorted(set(value) - {"paths", "p"})
+    unknown = sorted(set(value) - {"paths", "p", "scale"})
     if unknown:
-        raise RunConfigError(f"unknown RunConfig.litter keys {unknown}; known keys are ['p', 'paths']")
+        raise RunConfigError(f"unknown RunConfig.litter keys {unknown}; known keys are ['p', 'paths', 'scale']")
     if "paths" not in value:
         raise RunConfigError("RunConfig.litter needs 'paths': the litter store(s) to draw from")
     paths = as_paths(value["paths"], "litter['paths']")
@@ -63,7 +64,11 @@ def as_litter(value) -> dict | None:
         p = tuple(_probability(item, f"RunConfig.litter['p'][{k}]") for k, item in enumerate(p))
     else:
         p = _probability(p, "RunConfig.litter['p']")
-    return {"paths": paths, "p": p}
+    scale = value.get("scale", 1.0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
+        raise RunConfigError(f"RunConfig.litter['scale'] multiplies every litter image and must be a number >= 0, "
+                             f"got {scale!r}")
+    return {"paths": paths, "p": p} if scale == 1 else {"paths": paths, "p": p, "scale": float(scale)}
 
 
 # ---------------------------------------------------------------------- files

@@ -73,7 +73,8 @@ class RunConfig(ConfigFiles):
         ``None`` or ``{"paths": [store, ...], "p": probability or [one per store]}``: for each
         litter store (e.g. near-side and far-side gas written with
         :func:`iris_nb.sim.litter.near_side_litter`), each input independently receives one of
-        its PV images with probability ``p`` (:class:`iris_nb.sim.litter.Litter`).
+        its PV images with probability ``p`` (:class:`iris_nb.sim.litter.Litter`); an optional
+        ``"scale"`` (default 1) multiplies every litter image.
     checkpoint_dir:
         Folder for ``checkpoint.pt``, ``model.pt``, ``result.json`` and launch logs.
     init:
@@ -157,7 +158,7 @@ class RunConfig(ConfigFiles):
             "training": self.training.to_dict(),
             "noise": None if self.noise is None else self.noise.to_dict(),
             "litter": None if self.litter is None else {
-                "paths": list(self.litter["paths"]),
+                **self.litter, "paths": list(self.litter["paths"]),
                 "p": list(self.litter["p"]) if isinstance(self.litter["p"], tuple) else self.litter["p"]},
             "checkpoint_dir": self.checkpoint_dir,
             "init": self.init,

@@ -66,7 +66,8 @@ class LitterPicker(ConfigWidget):
         Paths of litter stores to start with (each with ``p = 0.5``), added after those of
         ``value``.
     value:
-        The initial litter, as ``RunConfig.litter``: ``None`` or ``{"paths": [...], "p": ...}``.
+        The initial litter, as ``RunConfig.litter``: ``None`` or ``{"paths": [...], "p": ...}``
+        (with ``"scale"`` when it is not 1).
     grid:
         The run's :class:`~iris_nb.grids.Grid` (or preset name): stores whose PV images
         ``(lon, velocity)`` have another shape are refused.  Default: the first store's.
@@ -75,8 +76,8 @@ class LitterPicker(ConfigWidget):
         the preview adds the litter to its PV image (reduced like the stores) when its unit
         converts to theirs.  Without a cube the litter is drawn on a blank image.
     scale:
-        Factor (>= 0) on every litter image in the preview (``Litter(scale=...)``); not part
-        of the run config, which always uses 1.
+        Factor (>= 0) on every litter image (``Litter(scale=...)``), in the preview and in
+        training: it is the ``"scale"`` of the run's litter.  Default: ``value``'s, else 1.
     seed:
         Seed of the example draw; the "new draw" button increments it.
     figsize, dpi:
@@ -86,7 +87,7 @@ class LitterPicker(ConfigWidget):
     ----------
     value : dict or None
         ``{"paths": (str, ...), "p": float or (float, ...)}`` (one ``p`` when all stores share
-        it), as ``RunConfig.litter`` holds it; ``None`` without a store.  A missing store, a
+        it) plus ``"scale"`` when it is not 1, as ``RunConfig.litter`` holds it; ``None`` without a store.  A missing store, a
         store of another PV shape or ``p`` outside [0, 1] show a message in the widget and
         keep the previous value.  Observe with ``picker.observe(handler, names="value")``.
     sides : dict
@@ -98,9 +99,9 @@ class LitterPicker(ConfigWidget):
         ``(lon, velocity)`` in the stores' (or the cube's) unit.
     """
 
-    scale = traitlets.Float(1.0, help="factor on every litter image in the preview")
+    scale = traitlets.Float(1.0, help="factor on every litter image (the run's litter scale)")
 
-    def __init__(self, stores=(), value=None, grid=None, *, cube=None, scale: float = 1.0, seed: int = 0,
+    def __init__(self, stores=(), value=None, grid=None, *, cube=None, scale: float | None = None, seed: int = 0,
                  figsize=(5.5, 3.4), dpi: int = 90) -> None:
         self._figsize, self._dpi = _check_size(figsize, dpi)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
@@ -119,12 +120,14 @@ class LitterPicker(ConfigWidget):
         self._cache: dict = {}
         self._syncing = False
         value = self.check_value(value)
+        scale = self._check_scale((value or {}).get("scale", 1.0) if scale is None else scale)
         stores = [stores] if isinstance(stores, (str, Path)) else list(stores)
         extra = [str(path) for path in stores if str(path) not in (value["paths"] if value else ())]
         if extra:  # the stores not yet in value, with p = 0.5 each
-            value = self.check_value({"paths": list(value["paths"] if value else []) + extra,
-                                      "p": self._ps(value) + [DEFAULT_P] * len(extra)})
-        super().__init__(value, scale=self._check_scale(scale))
+            value = {"paths": list(value["paths"] if value else []) + extra,
+                     "p": self._ps(value) + [DEFAULT_P] * len(extra)}
+        value = self.check_value(None if value is None else {**value, "scale": scale})
+        super().__init__(value, scale=scale)
         self.path_input = ipw.Text(placeholder="path/to/litter.zarr", description="Store")
         self.add_button = ipw.Button(description="Add", icon="plus", layout=ipw.Layout(width="6em"))
         self.add_button.on_click(lambda _: self.add(self.path_input.value))
@@ -146,7 +149,7 @@ class LitterPicker(ConfigWidget):
                                  self.error.widget, self.preview, self.caption])
         self._widget.add_class("iris-nb-litter-picker")
         self.observe(self._on_value, names="value")
-        self.observe(lambda _: self._update_preview(), names="scale")
+        self.observe(self._on_scale, names="scale")
         self.kind_toggle.observe(lambda _: self._update_preview(), names="value")
         self._build_rows()
         self._update_preview()
@@ -256,7 +259,7 @@ class LitterPicker(ConfigWidget):
             self.error.show(f"litter store {path} is already chosen")
             return
         before = self.value
-        self.value = {"paths": list(self.paths) + [path], "p": self._ps(self.value) + [p]}
+        self.value = {"paths": list(self.paths) + [path], "p": self._ps(self.value) + [p], "scale": self.scale}
         if self.value is not before:
             self.path_input.value = ""
 
@@ -268,7 +271,8 @@ class LitterPicker(ConfigWidget):
             return
         keep = [k for k, item in enumerate(self.paths) if item != path]
         ps = self._ps(self.value)
-        self.value = None if not keep else {"paths": [self.paths[k] for k in keep], "p": [ps[k] for k in keep]}
+        self.value = None if not keep else {"paths": [self.paths[k] for k in keep], "p": [ps[k] for k in keep],
+                                            "scale": self.scale}
 
     def redraw(self) -> None:
         """Show the example preview with the next seed."""
@@ -304,9 +308,18 @@ class LitterPicker(ConfigWidget):
     def _on_p(self, change) -> None:
         if self._syncing or self.value is None:
             return
-        self.value = {"paths": list(self.paths), "p": [self.rows[path]["p"].value for path in self.paths]}
+        self.value = {"paths": list(self.paths), "p": [self.rows[path]["p"].value for path in self.paths],
+                      "scale": self.scale}
+
+    def _on_scale(self, change) -> None:
+        if self.value is not None and self.value.get("scale", 1.0) != change["new"]:
+            self.value = {**self.value, "scale": change["new"]}  # redraws through _on_value
+        else:
+            self._update_preview()
 
     def _on_value(self, change) -> None:
+        if self.value is not None and self.value.get("scale", 1.0) != self.scale:
+            self.scale = self.value.get("scale", 1.0)
         old = () if change["old"] is None else change["old"]["paths"]
         if tuple(old) != self.paths:
             self._build_rows()
@@ -391,7 +404,7 @@ class LitterPicker(ConfigWidget):
         text = (f"{'; '.join(parts)}. A training input receives litter from at least one store with probability "
                 f"<b>{100 * self.hit_fraction:.1f}%</b>")
         if self.scale != 1.0:
-            text += f"; preview images x{self.scale:g} (training uses the stored images as they are)"
+            text += f"; litter images x{self.scale:g}"
         if hits is not None:
             names = ", ".join(html.escape(Path(path).name) for path in hits) or "no store"
             text += f"; this draw got litter from: {names}"
@@ -414,11 +427,13 @@ class LitterPicker(ConfigWidget):
 
     # ------------------------------------------------------------------ config
     def to_dict(self) -> dict:
-        """``{"litter": {"paths": [...], "p": ...} or None}``: the ``litter`` field of a run config file."""
+        """``{"litter": {"paths": [...], "p": ..., ["scale": ...]} or None}``: the ``litter`` field of a
+        run config file."""
         if self.value is None:
             return {CONFIG_KEY: None}
         p = self.value["p"]
-        return {CONFIG_KEY: {"paths": list(self.value["paths"]), "p": list(p) if isinstance(p, tuple) else p}}
+        return {CONFIG_KEY: {**self.value, "paths": list(self.value["paths"]),
+                             "p": list(p) if isinstance(p, tuple) else p}}
 
     @classmethod
     def from_dict(cls, data, **kwargs) -> "LitterPicker":

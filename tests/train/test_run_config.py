@@ -48,6 +48,10 @@ def test_yaml_json_and_dict_round_trips(store, tmp_path):
     assert run.to_dict()["litter"] == {"paths": [store], "p": 0.25}
     two = run.replace(litter={"paths": [store, store], "p": [0.5, 0.1]})
     assert two.litter["p"] == (0.5, 0.1) and RunConfig.from_yaml(two.to_yaml(tmp_path / "two.yaml")) == two
+    scaled = run.replace(litter={"paths": [store], "p": 0.5, "scale": 2})
+    assert scaled.to_dict()["litter"] == {"paths": [store], "p": 0.5, "scale": 2.0}
+    assert RunConfig.from_yaml(scaled.to_yaml(tmp_path / "scaled.yaml")) == scaled
+    assert run.replace(litter={"paths": [store], "p": 0.5, "scale": 1}).litter == {"paths": (store,), "p": 0.5}
     narrow = run.replace(width=0.25)
     assert RunConfig.from_yaml(narrow.to_yaml(tmp_path / "narrow.yaml")).width == 0.25
 
@@ -82,6 +86,7 @@ def test_seed_overrides_training_seed(store):
     ({"litter": {"paths": ["a"], "p": 1.5}}, ["litter", "[0, 1]"]),
     ({"litter": {"p": 0.5}}, ["litter", "paths"]),
     ({"litter": {"paths": ["a", "b"], "p": [0.5]}}, ["2 paths but 1 probabilities"]),
+    ({"litter": {"paths": ["a"], "scale": -1}}, ["litter", "scale", ">= 0"]),
     ({"noise": {"sigma": -1}}, ["sigma", ">= 0"]),
     ({"seed": -3}, ["seed", "non-negative"]),
     ({"dataset": []}, ["dataset", "non-empty"]),
@@ -212,7 +217,9 @@ def test_litter_from_stores_reaches_the_inputs(store, tmp_path):
             return True  # a clean stop: one batch is all this test needs
         return None
 
-    for run in (clean, littered):
+    brighter = littered.replace(checkpoint_dir=str(tmp_path / "brighter"), litter={**littered.litter, "scale": 3.0})
+    for run in (clean, littered, brighter):
         assert run_training(run, progress=False, callbacks=[first_batch_then_stop]).stopped
     # same seeded initial weights and samples: only the litter added to every input differs
     assert first[0] != pytest.approx(first[1], rel=1e-6)
+    assert first[2] != pytest.approx(first[1], rel=1e-6)  # the litter scale reaches training

@@ -97,14 +97,17 @@ def test_scale_and_example_draws(stores):
     before, value = png(picker), picker.value
     seen = []
     picker.observe(lambda change: seen.append(change), names="value")
-    picker.scale_input.value = 2.0
-    assert picker.scale == 2.0 and picker.value == value and seen == []  # scale is preview-only
+    picker.scale_input.value = 2.0  # the run's litter scale: part of the value
+    assert picker.scale == 2.0 and picker.value == {**value, "scale": 2.0} and len(seen) == 1
     np.testing.assert_allclose(picker.pv.values, 2.0 * drawn, rtol=1e-6)
     assert png(picker) != before and "x2" in picker.caption.value
+    assert picker.to_dict()["litter"]["scale"] == 2.0
+    assert LitterPicker.from_dict(picker.to_dict(), **SIZE).scale == 2.0
+    assert LitterPicker(value={**value, "scale": 0.5}, **SIZE).scale_input.value == 0.5
     picker.scale_input.value = -1.0
-    assert "scale" in picker.error.text and picker.scale == 2.0
+    assert "scale" in picker.error.text and picker.scale == 2.0 and picker.value["scale"] == 2.0
     picker.scale_input.value = 1.0
-    assert picker.error.text == "" and picker.scale == 1.0
+    assert picker.error.text == "" and picker.scale == 1.0 and picker.value == value  # 1 is the default
 
     draws = set()
     for _ in range(6):
@@ -138,7 +141,7 @@ def test_bad_input_shows_a_message_and_keeps_the_value(stores, tmp_path):
     (tmp_path / "folder").mkdir()
     picker.add(tmp_path / "folder")
     assert "cannot be used as a litter store" in picker.error.text
-    picker.value = {"paths": [stores["near"]], "p": 0.5, "scale": 3}
+    picker.value = {"paths": [stores["near"]], "p": 0.5, "scale": -3}
     assert "scale" in picker.error.text
     assert picker.value == before and seen == [] and png(picker) == before_png
 

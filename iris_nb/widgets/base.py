@@ -17,13 +17,14 @@ browser as PNG bytes in an :class:`ipywidgets.Image`, so they work without ipymp
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 import html
 import io
 
 import ipywidgets as ipw
 import traitlets
 
-__all__ = ["ErrorMessage", "ConfigWidget", "render_png", "report_errors"]
+__all__ = ["ErrorMessage", "ConfigWidget", "config_entry", "render_png", "report_errors"]
 
 _STYLE = {
     "error": "color:#a40000;background:#fdecea;border-left:4px solid #d32f2f;",
@@ -95,6 +96,24 @@ def render_png(draw, figsize=(5.0, 3.2), dpi: int = 80) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
+
+
+def config_entry(data, key: str, is_entry, example: str):
+    """The ``key`` entry of a run config given whole, or ``data`` itself when it is the entry.
+
+    ``data`` is ``None``, the entry (``is_entry(data)`` is true), a run-config dict (a dict
+    without ``key`` means the run default, ``None``) or an object with a ``key`` attribute
+    such as a :class:`~iris_nb.train.run.RunConfig`.  ``example`` shows the entry in the
+    TypeError raised for anything else.
+    """
+    if data is None or is_entry(data):
+        return data
+    if isinstance(data, Mapping):
+        return data.get(key)
+    if hasattr(data, key):
+        return getattr(data, key)
+    raise TypeError(f"from_dict expects a dict such as {{'{key}': {example}}} or a config with a '{key}' field, "
+                    f"got {type(data).__name__}")
 
 
 class ConfigWidget(traitlets.HasTraits):

@@ -23,7 +23,7 @@ import xarray as xr
 
 from ..data.datasets import PreObservedDataset, observation_scale
 from ..grids import get_grid
-from .base import ConfigWidget, render_png, report_errors
+from .base import ConfigWidget, config_entry, render_png, report_errors
 from .reduction import _check_size, _preview_cube
 
 __all__ = ["LitterPicker", "SIDE_LABELS", "store_side"]
@@ -443,15 +443,8 @@ class LitterPicker(ConfigWidget):
         ``"litter"`` means no litter (the run-config default).  ``kwargs`` (``grid``,
         ``cube``, ``scale``...) go to the constructor; a missing store raises ValueError.
         """
-        if isinstance(data, Mapping):
-            value = data if "paths" in data else data.get(CONFIG_KEY)
-        elif data is None:
-            value = None
-        elif hasattr(data, CONFIG_KEY):
-            value = getattr(data, CONFIG_KEY)
-        else:
-            raise TypeError(f"from_dict expects a dict such as {{'litter': {{'paths': [...], 'p': 0.5}}}} or a "
-                            f"config with a 'litter' field, got {type(data).__name__}")
+        value = config_entry(data, CONFIG_KEY, lambda item: isinstance(item, Mapping) and "paths" in item,
+                             "{'paths': [...], 'p': 0.5}")
         return cls(value=value, **kwargs)
 
     @classmethod

@@ -24,7 +24,7 @@ from ..cube import cube_beam, cube_rest_frequency, standardize_cube
 from ..grids import SMALL, Axis, Grid, get_grid
 from ..sim.noise import Noise, NoiseConfig, as_noise_config
 from ..units import brightness_scale, parse_unit
-from .base import ConfigWidget, render_png, report_errors
+from .base import ConfigWidget, config_entry, render_png, report_errors
 from .reduction import REDUCTIONS, _check_size, check_reduction
 
 __all__ = ["NoisePicker", "check_noise", "noise_levels"]
@@ -101,6 +101,11 @@ def _preview_source(cube, grid: Grid | None, n_lat) -> tuple[xr.DataArray | None
     if n_lat is not None and n_lat != std.sizes["lat"]:
         raise ValueError(f"n_lat={n_lat} but the cube has {std.sizes['lat']} latitude pixels; leave n_lat out")
     return std, _beam_grid(std) if grid is None else grid, std.sizes["lat"]
+
+
+def _is_noise_entry(data) -> bool:
+    """Whether ``data`` is a noise setting itself (a NoiseConfig or a dict of its fields only)."""
+    return isinstance(data, NoiseConfig) or (isinstance(data, Mapping) and bool(data) and set(data) <= set(_FIELDS))
 
 
 class NoisePicker(ConfigWidget):
@@ -343,20 +348,7 @@ class NoisePicker(ConfigWidget):
         NoiseConfig fields (``{"sigma": 2.0}``) is read as the noise itself.  ``cube`` and
         ``kwargs`` go to the constructor; bad settings raise ValueError.
         """
-        if isinstance(data, Mapping):
-            if CONFIG_KEY in data:
-                value = data[CONFIG_KEY]
-            elif data and set(data) <= set(_FIELDS):
-                value = dict(data)
-            else:
-                value = None
-        elif isinstance(data, NoiseConfig) or data is None:
-            value = data
-        elif hasattr(data, CONFIG_KEY):
-            value = getattr(data, CONFIG_KEY)
-        else:
-            raise TypeError(f"from_dict expects a dict such as {{'noise': {{'sigma': 1.0}}}} or a config with a "
-                            f"'noise' field, got {type(data).__name__}")
+        value = config_entry(data, CONFIG_KEY, _is_noise_entry, "{'sigma': 1.0}")
         return cls(cube=cube, value=value, **kwargs)
 
     @classmethod

@@ -37,8 +37,8 @@ def build_inputs(run, grid: Grid, device: torch.device) -> dict:
         from ..sim.noise import Noise
 
         noise = Noise.from_config(run.noise, grid=grid)
-    litter = _litter(run, train.units) if run.litter is not None else None
-    model = _model(run, grid, train.units["observation"])
+    litter = build_litter(run, train.units) if run.litter is not None else None
+    model = build_model(run, grid, train.units["observation"])
     config = run.training.replace(device=str(device))
     return {"model": model, "dataset": train, "noise": noise, "litter": litter, "config": config,
             "extra": {"validation": validation}}
@@ -53,7 +53,7 @@ def _split(run, split: str):
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
-def _litter(run, units: dict):
+def build_litter(run, units: dict):
     """One :class:`~iris_nb.sim.litter.Litter` over every litter store (all of each store's
     samples, observations converted to the training data's unit), each with its own ``p``."""
     from ..data.datasets import PreObservedDataset
@@ -65,7 +65,7 @@ def _litter(run, units: dict):
     return Litter(parts, p=list(p) if isinstance(p, tuple) else p, scale=run.litter.get("scale", 1.0))
 
 
-def _model(run, grid: Grid, observation_units: str):
+def build_model(run, grid: Grid, observation_units: str):
     """A fresh ``Reverter`` matching the store's units, or the ``init`` model file."""
     from .. import units as _units
     from ..model import Reverter

@@ -40,17 +40,26 @@ def batch_generator(seed: int, stream: str, epoch: int, batch: int, rank: int = 
     return torch.Generator(device=device).manual_seed(value)
 
 
+def _declared(dataset, accept):
+    """The first attribute value ``accept(dataset)`` finds on ``dataset`` or, through ``Subset``
+    and ``ConcatDataset`` (its first part), on the dataset it wraps; ``None`` if none."""
+    while dataset is not None:
+        value = accept(dataset)
+        if value is not None:
+            return value
+        if isinstance(dataset, Subset):
+            dataset = dataset.dataset
+        elif isinstance(dataset, ConcatDataset) and dataset.datasets:
+            dataset = dataset.datasets[0]
+        else:
+            return None
+    return None
+
+
 def dataset_grid(dataset):
     """The :class:`~iris_nb.grids.Grid` a dataset declares (``.grid``, looking through
     ``Subset`` and ``ConcatDataset``), or ``None``."""
-    grid = getattr(dataset, "grid", None)
-    if grid is not None:
-        return grid
-    if isinstance(dataset, Subset):
-        return dataset_grid(dataset.dataset)
-    if isinstance(dataset, ConcatDataset) and dataset.datasets:
-        return dataset_grid(dataset.datasets[0])
-    return None
+    return _declared(dataset, lambda item: getattr(item, "grid", None))
 
 
 def _check_len(dataset, what: str) -> int:
@@ -141,17 +150,15 @@ def split_dataset(dataset, fraction: float, seed: int, what: str = "dataset"):
     return Subset(dataset, sorted(order[n_val:])), Subset(dataset, sorted(order[:n_val]))
 
 
+def _pair_units(dataset):
+    units = getattr(dataset, "units", None)
+    return units if isinstance(units, dict) and "observation" in units and "target" in units else None
+
+
 def dataset_units(dataset):
     """The ``{"observation": unit, "target": unit}`` a pair dataset declares (``.units``,
     looking through ``Subset`` and ``ConcatDataset``), or ``None``."""
-    units = getattr(dataset, "units", None)
-    if isinstance(units, dict) and "observation" in units and "target" in units:
-        return units
-    if isinstance(dataset, Subset):
-        return dataset_units(dataset.dataset)
-    if isinstance(dataset, ConcatDataset) and dataset.datasets:
-        return dataset_units(dataset.datasets[0])
-    return None
+    return _declared(dataset, _pair_units)
 
 
 def _input_space(value, what: str):

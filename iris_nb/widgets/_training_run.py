@@ -71,7 +71,7 @@ def in_memory_inputs(run, dataset, model=None):
             raise ValueError("without model= the panel builds a Reverter from the dataset, which needs a grid "
                              "(set the panel's grid, or use a dataset with .grid) and .units['observation'] "
                              "(e.g. iris_nb.data.fields.observed_pairs); or pass model=Reverter(...)")
-        model = _run_build._model(run, grid, units["observation"])
+        model = _run_build.build_model(run, grid, units["observation"])
     elif run.grid is not None and model.grid != run.grid:
         raise ValueError(f"the panel's grid {run.grid.name!r} differs from the model's grid {model.grid.name!r}; "
                          "choose 'from the store' in the grid menu or pass a model on that grid")
@@ -83,7 +83,7 @@ def in_memory_inputs(run, dataset, model=None):
     litter = None
     if run.litter is not None:
         unit = units.get("observation") or str(model.input_unit)
-        litter = _run_build._litter(run, {"observation": unit})
+        litter = _run_build.build_litter(run, {"observation": unit})
     return model, noise, litter
 
 

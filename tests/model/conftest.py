@@ -7,6 +7,8 @@ import pytest
 import torch
 from torch import nn
 
+from iris_nb.grids import SEDIGISM
+
 # (stage, in, out, kernel, stride, padding, groups, batch norm, attention heads)
 ENCODER_TABLE = [
     (1, 1, 4, 4, 2, 1, 1, True, 0),
@@ -114,3 +116,11 @@ def reference_512():
     with torch.no_grad():
         reference.decoder._9_1_transpose_convolution.bias.fill_(0.5)
     return randomise(reference).eval()
+
+
+def grid_of(size):
+    """The SEDIGISM window on a ``size`` x ``size`` (distance, lon, velocity) grid with 8 latitudes."""
+    return SEDIGISM.replace(
+        distance=SEDIGISM.distance.with_steps(size), lon=SEDIGISM.lon.with_steps(size),
+        lat=SEDIGISM.lat.with_steps(8), velocity=SEDIGISM.velocity.with_steps(size), name=f"N{size}",
+    )

@@ -19,14 +19,7 @@ from iris_nb.model import (
 
 from iris_nb.model.fast_layers import PatchLinear, SubPixelConvTranspose2d, depth_to_space, space_to_depth
 
-from .conftest import randomise
-
-
-def grid_of(size):
-    return SEDIGISM.replace(
-        distance=SEDIGISM.distance.with_steps(size), lon=SEDIGISM.lon.with_steps(size),
-        lat=SEDIGISM.lat.with_steps(8), velocity=SEDIGISM.velocity.with_steps(size), name=f"N{size}",
-    )
+from .conftest import grid_of, randomise
 
 
 @pytest.fixture(scope="module")

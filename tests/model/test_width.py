@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from iris_nb.grids import SEDIGISM, SMALL
+from iris_nb.grids import SMALL
 from iris_nb.model import ModelFileError, PixelSelfAttention2d, Reverter, optimize_for_inference
 from iris_nb.model.architecture import (
     ATTENTION_HEADS,
@@ -17,14 +17,7 @@ from iris_nb.model.architecture import (
 )
 from iris_nb.model.fast_layers import PatchLinear, SubPixelConvTranspose2d
 
-from .conftest import randomise
-
-
-def grid_of(size):
-    return SEDIGISM.replace(
-        distance=SEDIGISM.distance.with_steps(size), lon=SEDIGISM.lon.with_steps(size),
-        lat=SEDIGISM.lat.with_steps(8), velocity=SEDIGISM.velocity.with_steps(size), name=f"N{size}",
-    )
+from .conftest import grid_of, randomise
 
 
 @pytest.fixture(scope="module")

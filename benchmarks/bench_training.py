@@ -13,9 +13,10 @@ median kept):
     + fp16            (CUDA only) fp16 autocast with gradient scaling
 
 and the data side at the same batch size: seconds per batch to read pairs from a zarr store
-(``PreObservedDataset``, 0 and 2 workers), to draw fields with ``GasModelDataset`` and
-observe them with ``SimpleObserver`` (training without a store), against the seconds of
-one training step.
+(``PreObservedDataset``, 0 and 2 workers, in a uniform shuffle and in the chunk order that
+``train_reverter`` uses), to draw fields with ``GasModelDataset`` and to observe them with
+``SimpleObserver`` on the training device (training without a store), against the seconds
+of one training step.
 
     python benchmarks/bench_training.py                               # SMALL on CPU
     python benchmarks/bench_training.py --grid SEDIGISM --batches 3 --repeats 1 --no-loader
@@ -88,32 +89,48 @@ def throughput(stamps: list[float], batch_size: int) -> float:
     return (len(stamps) - 1) * batch_size / (stamps[-1] - stamps[0])
 
 
-def loader_seconds(grid, batch_size: int, batches: int, workdir: Path) -> dict:
-    """Seconds per batch to read a store (0 and 2 workers) and to draw and observe fields."""
+def loader_seconds(grid, batch_size: int, batches: int, workdir: Path, device=None) -> dict:
+    """Seconds per batch to read a store (0 and 2 workers), to draw fields and to observe them."""
     from iris_nb.data.datasets import PreObservedDataset
     from iris_nb.data.fields import GasModelDataset
+    from iris_nb.data.samplers import ChunkShuffleSampler
     from iris_nb.data.store import write_dataset
     from iris_nb.sim.columnize import columnize_tensors
     from iris_nb.sim.observers import SimpleObserver
 
     n = batch_size * batches
     start = time.perf_counter()
-    write_dataset(workdir / "store", n, grid, seed=0, workers=0, progress=False)
+    write_dataset(workdir / "store", n, grid, seed=0, workers=min(8, os.cpu_count() or 1), progress=False)
     out = {"store_write_s_per_sample": (time.perf_counter() - start) / n}
     store = PreObservedDataset(workdir / "store", split="train", validation_fraction=0.0, test_fraction=0.0)
+    out["store_chunk_size"] = store.chunk_size
     for workers in (0, 2):
-        loader = DataLoader(store, batch_size=batch_size, shuffle=True, num_workers=workers)
-        start = time.perf_counter()
-        count = sum(1 for _ in loader)
-        out[f"store_read_s_per_batch_workers{workers}"] = (time.perf_counter() - start) / count
+        # a uniform shuffle (DataLoader(shuffle=True)) against the chunk order train_reverter uses
+        for label, sampler in (("shuffled", torch.utils.data.RandomSampler(store)),
+                               ("chunk_order", ChunkShuffleSampler(store, num_workers=workers, batch_size=batch_size))):
+            loader = DataLoader(store, batch_size=batch_size, sampler=sampler, num_workers=workers)
+            iterator = iter(loader)
+            next(iterator)  # workers started, first batch read
+            start = time.perf_counter()
+            count = sum(1 for _ in iterator)
+            out[f"store_read_s_per_batch_{label}_workers{workers}"] = (time.perf_counter() - start) / max(count, 1)
     fields = GasModelDataset(grid, n=batch_size * 2, seed=0)
-    observer = SimpleObserver(grid)
-    start = time.perf_counter()
-    for batch in DataLoader(fields, batch_size=batch_size):
+    device = torch.device(device or "cpu")
+    observer = SimpleObserver(grid).to(device)
+    draw = observe = 0.0
+    for batch in DataLoader(fields, batch_size=batch_size):  # the first batch warms up the observer
+        start = time.perf_counter()
         with torch.no_grad():
+            batch = {k: v.to(device) for k, v in batch.items()}
             observer(batch).mean(dim=2)
-            columnize_tensors(batch)
-    out["fields_draw_and_observe_s_per_batch"] = (time.perf_counter() - start) / 2
+            columnize_tensors(batch).sum().item()
+        observe = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in DataLoader(fields, batch_size=batch_size):
+        pass
+    draw = (time.perf_counter() - start) / 2
+    out["fields_draw_s_per_batch_one_process"] = draw
+    out[f"fields_observe_s_per_batch_on_{device.type}"] = observe
     return out
 
 
@@ -125,6 +142,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batches", type=int, default=6, help="batches per timed run, 1 warm-up (default %(default)s)")
     parser.add_argument("--repeats", type=int, default=2, help="rounds over all variants (median kept)")
     parser.add_argument("--no-loader", action="store_true", help="skip the loader measurements")
+    parser.add_argument("--loader-batches", type=int, default=16, help="batches in the store the loader reads")
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
     args = parser.parse_args(argv)
     grid, device = get_grid(args.grid), torch.device(args.device)
@@ -165,7 +183,7 @@ def main(argv=None) -> dict:
     results["step_s_per_batch_best"] = step_s
     if not args.no_loader:
         with tempfile.TemporaryDirectory() as workdir:
-            results["loader"] = loader_seconds(grid, args.batch, 2, Path(workdir))
+            results["loader"] = loader_seconds(grid, args.batch, args.loader_batches, Path(workdir), device)
         print(f"  best training step: {step_s:.3f} s per batch of {args.batch}")
         for name, value in results["loader"].items():
             print(f"  {name:42s} {value:8.3f} s")

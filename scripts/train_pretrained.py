@@ -44,22 +44,24 @@ def make_data(workdir: Path, n: int, n_litter: int, workers: int) -> dict:
     return paths
 
 
-def train(workdir: Path, paths: dict, epochs: int):
+def train(workdir: Path, paths: dict, epochs: int, device: str = "cpu", width: float = 0.25,
+          batch_size: int = 8, num_workers: int = 0):
     """Train with run_training and return (model, run, result)."""
     from iris_nb.train import RunConfig, run_training
 
     run = RunConfig(
         dataset=str(paths["cmz"]),
         checkpoint_dir=str(workdir / "run"),
-        width=0.25,
+        width=width,
         noise={"sigma": 1.0, "fade": True},
         litter={"paths": [str(paths["near"]), str(paths["far"])], "p": [0.3, 0.3]},
-        training={"epochs": epochs, "batch_size": 8, "batches_per_update": 1, "lr": 1e-3,
+        training={"epochs": epochs, "batch_size": batch_size, "batches_per_update": 1, "lr": 1e-3,
+                  "num_workers": num_workers,
                   "milestones": [max(1, int(epochs * 0.6)), max(2, int(epochs * 0.75)), max(3, int(epochs * 0.9))],
                   "gamma": 0.5, "seed": 0},
         test_fraction=0.1,
     )
-    result = run_training(run, device="cpu")
+    result = run_training(run, device=device)
     return result.model, run, result
 
 
@@ -69,7 +71,11 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=1536, help="CMZ training pairs")
     parser.add_argument("--n-litter", type=int, default=192, help="pairs per litter store")
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="processes writing the stores")
+    parser.add_argument("--device", default="cpu", help="training device (cpu, cuda)")
+    parser.add_argument("--width", type=float, default=0.25, help="Reverter channel multiplier")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--loader-workers", type=int, default=0, help="DataLoader processes in training")
     parser.add_argument("--stage", choices=("data", "all"), default="all")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -78,7 +84,8 @@ def main(argv=None) -> None:
     print(f"data ready after {time.perf_counter() - start:.0f} s: {paths}")
     if args.stage == "data":
         return
-    model, run, result = train(args.workdir, paths, args.epochs)
+    model, run, result = train(args.workdir, paths, args.epochs, args.device, args.width, args.batch,
+                               args.loader_workers)
     print(f"trained after {time.perf_counter() - start:.0f} s")
 
     from iris_nb.data import PreObservedDataset
@@ -91,7 +98,8 @@ def main(argv=None) -> None:
                                      test_fraction=run.test_fraction, seed=run.training.effective_split_seed)
     metrics = {}
     for label, noise in (("noiseless", None), ("noise_1K", Noise(sigma=1.0, fade=False, grid=SMALL))):
-        found = test_reverter(model, test, noise=noise, config=run.training, train_dataset=train_split)
+        found = test_reverter(model, test, noise=noise, config=run.training, train_dataset=train_split,
+                              device=args.device)
         metrics[label] = {k: float(v) for k, v in found.items() if isinstance(v, (int, float))}
     print(json.dumps(metrics, indent=2))
     summary = {
@@ -99,6 +107,7 @@ def main(argv=None) -> None:
         "trained_on": f"{args.n} make_cmz fields observed with LineObserver 13CO(2-1) on SMALL "
                       f"(test split {run.test_fraction:.0%} held out), noise 1 K/cube pixel with fade, "
                       "near/far litter p=0.3 each",
+        "device": args.device,
         "run": run.to_dict(),
         "test_metrics": metrics,
         "train_losses": list(result.train_losses),
@@ -106,7 +115,7 @@ def main(argv=None) -> None:
         "seconds": round(time.perf_counter() - start, 1),
         "iris_nb_version": iris_nb.__version__,
     }
-    model.save(OUTPUT, provenance=summary)
+    model.cpu().save(OUTPUT, provenance=summary)
     RESULTS.write_text(json.dumps(summary, indent=2))
     print(f"wrote {OUTPUT} ({OUTPUT.stat().st_size / 1e6:.1f} MB) and {RESULTS}")
 

@@ -133,7 +133,7 @@ class InMemoryPairs(TensorDataset):
 
 
 def observed_pairs(fields: Dataset, observer, reduction: str = "mean", batch_size: int = 8, device=None,
-                   progress: bool = False) -> InMemoryPairs:
+                   progress: bool = False, num_workers: int = 0) -> InMemoryPairs:
     """Observe every field of ``fields`` once and keep the pairs in memory (no store).
 
     ``fields`` yields dicts of ``(distance, lon, lat)`` tensors (e.g. a
@@ -142,6 +142,8 @@ def observed_pairs(fields: Dataset, observer, reduction: str = "mean", batch_siz
     ``batch_size``.  Observations are the latitude ``reduction`` (``"mean"`` or ``"max"``) of
     the cubes, ``(n, 1, lon, v)`` in ``observer.units``; targets the latitude-averaged H2 mass
     density ``(n, 1, distance, lon)`` in solMass / pc3.  Both float32 on the CPU.
+    ``num_workers`` DataLoader processes draw the fields in parallel (the gas model runs on
+    the CPU; with a GPU observer this is what keeps the GPU busy).
     """
     from ..sim.columnize import columnize_tensors
 
@@ -154,7 +156,9 @@ def observed_pairs(fields: Dataset, observer, reduction: str = "mean", batch_siz
     device = torch.device(device or "cpu")
     observer = observer.to(device)
     observations, targets = [], []
-    loader = DataLoader(fields, batch_size=batch_size, shuffle=False)
+    if int(num_workers) < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers!r}")
+    loader = DataLoader(fields, batch_size=batch_size, shuffle=False, num_workers=int(num_workers))
     if progress:
         from tqdm.auto import tqdm
 

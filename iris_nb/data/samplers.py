@@ -12,7 +12,17 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["ChunkShuffleSampler"]
+__all__ = ["ChunkShuffleSampler", "chunk_ids_of"]
+
+
+def chunk_ids_of(dataset) -> np.ndarray | None:
+    """Store chunk of each item of ``dataset`` (``(len,)`` int64), looking through
+    ``torch.utils.data.Subset``; ``None`` when the dataset is not read from chunks."""
+    if isinstance(dataset, torch.utils.data.Subset):
+        parent = chunk_ids_of(dataset.dataset)
+        return None if parent is None else parent[np.asarray(dataset.indices, dtype=np.int64)]
+    chunk_ids = getattr(dataset, "chunk_ids", None)
+    return np.asarray(chunk_ids(), dtype=np.int64) if callable(chunk_ids) else None
 
 
 def _positive_int(name: str, value, minimum: int) -> int:
@@ -28,8 +38,9 @@ class ChunkShuffleSampler(torch.utils.data.Sampler):
     ----------
     data_source:
         A dataset with ``chunk_ids()`` (``(len,)`` chunk of each item), e.g.
-        :class:`~iris_nb.data.datasets.PreObservedDataset` or its ``ConcatDataset``; any other
-        dataset is treated as one item per chunk (a plain shuffle).
+        :class:`~iris_nb.data.datasets.PreObservedDataset`, its ``ConcatDataset`` or a
+        ``Subset`` of either; any other dataset is treated as one item per chunk (a plain
+        shuffle).
     seed:
         Seed of the order; epoch ``e`` uses ``(seed, e)``.
     num_workers, batch_size:
@@ -39,6 +50,11 @@ class ChunkShuffleSampler(torch.utils.data.Sampler):
     num_replicas, rank:
         For distributed training: each rank gets a contiguous, equally long share of the
         epoch (wrapping around to pad).
+    strided:
+        Share the epoch as ``DistributedSampler`` does instead: rank ``r`` gets items ``r,
+        r + num_replicas, ...`` of the (padded) order, so ``num_replicas`` ranks with batch
+        ``b`` see together the samples of one process with batch ``num_replicas * b``, and
+        all ranks read the same chunk at the same time.
     shuffle:
         False keeps store order (chunks and items ascending).
 
@@ -46,9 +62,9 @@ class ChunkShuffleSampler(torch.utils.data.Sampler):
     """
 
     def __init__(self, data_source, seed: int = 0, num_workers: int = 0, batch_size: int = 1,
-                 num_replicas: int = 1, rank: int = 0, shuffle: bool = True):
-        chunk_ids = getattr(data_source, "chunk_ids", None)
-        ids = np.asarray(chunk_ids(), dtype=np.int64) if callable(chunk_ids) else np.arange(len(data_source))
+                 num_replicas: int = 1, rank: int = 0, shuffle: bool = True, strided: bool = False):
+        ids = chunk_ids_of(data_source)
+        ids = np.arange(len(data_source)) if ids is None else ids
         if ids.shape != (len(data_source),):
             raise ValueError(f"chunk_ids() gave shape {ids.shape} for a dataset of {len(data_source)} items")
         self.seed = _positive_int("seed", seed, 0)
@@ -59,6 +75,7 @@ class ChunkShuffleSampler(torch.utils.data.Sampler):
         if self.rank >= self.num_replicas:
             raise ValueError(f"rank {rank} must be below num_replicas {num_replicas}")
         self.shuffle = bool(shuffle)
+        self.strided = bool(strided)
         self.epoch = 0
         self._epoch_fixed = False
         self._ids = ids
@@ -91,7 +108,10 @@ class ChunkShuffleSampler(torch.utils.data.Sampler):
         if per_rank == 0:
             return iter(())
         padded = np.resize(order, per_rank * self.num_replicas)
-        mine = padded[self.rank * per_rank:(self.rank + 1) * per_rank]
+        if self.strided:
+            mine = padded[self.rank::self.num_replicas]
+        else:
+            mine = padded[self.rank * per_rank:(self.rank + 1) * per_rank]
         if self.num_workers > 1:
             mine = self._interleave(mine)
         return iter(int(i) for i in mine)

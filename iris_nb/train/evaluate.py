@@ -40,13 +40,14 @@ def validation_loss(model, loader, prepare: BatchPreparer, loss_fn, seed: int, r
     return float(totals[0] / totals[1]) if totals[1] > 0 else float("nan")
 
 
-def mean_target_map(dataset, model, observer=None, batch_size: int = 8, device=None) -> torch.Tensor:
+def mean_target_map(dataset, model, observer=None, batch_size: int = 8, device=None,
+                    num_workers: int = 0) -> torch.Tensor:
     """Pixel-wise mean target ``(distance, lon)`` of ``dataset`` in the model's density unit."""
     device = resolve_device(device)
     kind = inspect_dataset(dataset, model, observer, what="train_dataset")
     prepare = BatchPreparer(model, kind, device, observer=observer, dataset=dataset)
     total, count = None, 0
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
         targets = prepare.targets(batch).double()
         total = targets.sum(dim=0) if total is None else total + targets.sum(dim=0)
         count += targets.shape[0]
@@ -96,7 +97,7 @@ def test_reverter(model, dataset, noise=None, litter=None, observer=None, config
     batch_size = int(batch_size or config.batch_size)
     baseline_map = _baseline_map(baseline, model)
     if baseline_map is None and train_dataset is not None:
-        baseline_map = mean_target_map(train_dataset, model, observer, batch_size, device)
+        baseline_map = mean_target_map(train_dataset, model, observer, batch_size, device, config.num_workers)
     was_training = model.training
     model.to(device).eval()
     loss_fn = make_loss(config.loss, model, config.density_normalization)

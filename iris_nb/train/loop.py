@@ -6,7 +6,9 @@ the same, with a world of one in the first case:
 
 * the training order comes from a ``DistributedSampler`` (seeded, ``set_epoch`` every
   epoch; ``num_replicas=1`` alone), so 2 ranks with batch ``b`` see exactly the samples of
-  one process with batch ``2 b``;
+  one process with batch ``2 b``; for a store (items with ``chunk_ids``) a strided
+  :class:`~iris_nb.data.samplers.ChunkShuffleSampler` does the same chunk by chunk, since a
+  uniform shuffle would decode a whole chunk for nearly every sample;
 * gradients of ``batches_per_update`` consecutive batches are *averaged* (each batch loss
   is divided by the size of its group, including a short last group of the epoch) before
   one optimiser step; the scheduler steps once per epoch; validation runs every epoch;
@@ -32,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import checkpoint as ckpt
+from ..data.samplers import ChunkShuffleSampler, chunk_ids_of
 from .batches import BatchPreparer, batch_generator, inspect_dataset, n_batches, split_dataset
 from .config import TrainingConfig
 from .distributed import (all_reduce_sum, barrier, broadcast_flag, init_from_env, is_distributed, rank,
@@ -155,8 +158,13 @@ class _Trainer:
                                                                       self.prepare.density_scale):
                 raise ValueError("the validation dataset declares other units than the training dataset; "
                                  "give both in the same units")
-        self.sampler = DistributedSampler(train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
-                                          seed=config.seed, drop_last=False)
+        if chunk_ids_of(train_set) is None:
+            self.sampler = DistributedSampler(train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
+                                              seed=config.seed, drop_last=False)
+        else:  # a store: visit it chunk by chunk, so each chunk is decoded once per epoch
+            self.sampler = ChunkShuffleSampler(train_set, seed=config.seed, num_workers=config.num_workers,
+                                               batch_size=config.batch_size, num_replicas=self.world,
+                                               rank=self.rank, strided=True)
         self.order = _IndexList()
         pin = device.type == "cuda"
         workers = dict(num_workers=config.num_workers, persistent_workers=config.num_workers > 0, pin_memory=pin)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from iris_nb.data.datasets import ChunkShuffleSampler, ConcatDataset, PreObservedDataset, split_indices
+from iris_nb.data.samplers import chunk_ids_of
 from iris_nb.data.store import sample_seed, store_info, write_dataset
 from iris_nb.sim.observers import SimpleObserver
 from iris_nb.units import density_scale
@@ -180,6 +181,23 @@ def test_chunk_shuffle_sampler_orders(stores):
     assert {len(s) for s in shares} == {3} and set().union(*map(set, shares)) == set(range(N))
     with pytest.raises(ValueError, match="rank 2 must be below"):
         ChunkShuffleSampler(ds, num_replicas=2, rank=2)
+
+
+def test_strided_shares_match_one_process_and_subsets_keep_their_chunks(stores):
+    ds = PreObservedDataset(stores["km"], validation_fraction=0, test_fraction=0)
+    chunks = ds.chunk_ids()
+    whole = list(ChunkShuffleSampler(ds, seed=5, strided=True))
+    shares = [list(ChunkShuffleSampler(ds, seed=5, num_replicas=2, rank=r, strided=True)) for r in range(2)]
+    # rank r holds items r, r + 2, ... of the one-process order (padded by wrapping around)
+    padded = (whole * 2)[:2 * len(shares[0])]
+    assert shares[0] == padded[0::2] and shares[1] == padded[1::2]
+    # a Subset keeps the chunk of each of its items, so the sampler still reads chunk by chunk
+    subset = Subset(ds, list(range(1, N, 2)))
+    assert chunk_ids_of(subset).tolist() == chunks[1::2].tolist()
+    order = list(ChunkShuffleSampler(subset, seed=1))
+    sub_chunks = chunks[1::2]
+    assert sum(sub_chunks[a] != sub_chunks[b] for a, b in zip(order, order[1:])) == len(set(sub_chunks)) - 1
+    assert chunk_ids_of(torch.utils.data.TensorDataset(torch.zeros(3))) is None
 
 
 @pytest.mark.parametrize("workers, context", [(0, None), (2, "fork"),

@@ -186,7 +186,7 @@ def main(argv=None) -> dict:
             results["loader"] = loader_seconds(grid, args.batch, args.loader_batches, Path(workdir), device)
         print(f"  best training step: {step_s:.3f} s per batch of {args.batch}")
         for name, value in results["loader"].items():
-            print(f"  {name:42s} {value:8.3f} s")
+            print(f"  {name:46s} {value:9.4f}" + ("" if name.endswith("chunk_size") else " s"))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -8,14 +8,17 @@ held-out ScaledDensityLoss 0.54-0.60 of the constant baseline (the mean training
 predicted for every field; an untrained network scores about 0.75 on it), Pearson r of
 asinh(density / n) about 0.85 (untrained: about 0).
 
-Issue 4 sets the loss bar at 0.5 of that baseline.  It is NOT reached within this budget: the
-ratio plateaus at 0.55-0.56 with 448 fields (20 epochs, widths 0.5 and 1), reaches 0.54 with
-1344 fields and falls only slowly with more (``benchmarks/learning_curve.py``; the shipped
-model: 0.54).  So this test asserts what a few CPU minutes do reach -- correlation above 0.8,
-loss clearly below the baseline (ratio under 0.7) and below the untrained network's -- and
-prints every number (``pytest -s``).
+Issue 4 sets the loss bar at 0.5 of that baseline.  It is NOT reached within this budget: on
+an H100 (``benchmarks/quality_sweep.py``, the same data and configurations, the same ratios
+as on a CPU) the ratio is 0.533 with these 896 fields, 0.506 with 1344, 0.507 with 3000 and
+0.467 (r 0.904) with 6000 fields and 10 epochs -- 60 000 sample passes, about 15 minutes of
+training on 2 cores.  So on a CPU this test asserts what a few minutes do reach --
+correlation above 0.8, loss clearly below the baseline (ratio under 0.7) and below the
+untrained network's -- and prints every number (``pytest -s``); where CUDA is available,
+``test_quality_bar_on_a_gpu`` trains the 6000-field configuration and asserts the bar itself.
 """
 
+import os
 import time
 
 import pytest
@@ -35,28 +38,34 @@ CONFIG = TrainingConfig(epochs=10, batch_size=16, batches_per_update=1, lr=1e-3,
                         validation_fraction=0.0, seed=0, device="cpu", channels_last=True)
 
 
-@pytest.fixture(scope="module")
-def metrics():
+def train_and_test(n_train: int, n_test: int, width: float, config: TrainingConfig, workers: int = 0) -> dict:
+    """Draw and observe the fields, train from seed 0, and return the held-out metrics (with
+    the untrained network's) after printing them."""
     start = time.perf_counter()
-    fields = GasModelDataset(SMALL, n=N_TRAIN + N_TEST, seed=2024)
-    pairs = observed_pairs(fields, SimpleObserver(SMALL), batch_size=16)
-    train, test = Subset(pairs, range(N_TRAIN)), Subset(pairs, range(N_TRAIN, N_TRAIN + N_TEST))
+    fields = GasModelDataset(SMALL, n=n_train + n_test, seed=2024)
+    pairs = observed_pairs(fields, SimpleObserver(SMALL), batch_size=16, device=config.device, num_workers=workers)
+    train, test = Subset(pairs, range(n_train)), Subset(pairs, range(n_train, n_train + n_test))
     data_seconds = time.perf_counter() - start
     torch.manual_seed(0)
-    model = Reverter(SMALL, input_space="vrho", width=WIDTH)
-    untrained = test_reverter(model, test, config=CONFIG, train_dataset=train)
-    result = train_reverter(model, train, config=CONFIG, progress=False)
-    values = test_reverter(model, test, config=CONFIG, train_dataset=train)
-    print(f"\nquality (SMALL, width {WIDTH}, {N_TRAIN} training / {N_TEST} held-out fields, {CONFIG.epochs} "
-          f"epochs): data {data_seconds:.0f} s, training {sum(result.epoch_times):.0f} s")
+    model = Reverter(SMALL, input_space="vrho", width=width)
+    untrained = test_reverter(model, test, config=config, train_dataset=train)
+    result = train_reverter(model, train, config=config, progress=False)
+    values = test_reverter(model, test, config=config, train_dataset=train)
+    print(f"\nquality (SMALL, width {width}, {n_train} training / {n_test} held-out fields, {config.epochs} "
+          f"epochs, {config.device}): data {data_seconds:.0f} s, training {sum(result.epoch_times):.0f} s")
     print(f"  held-out ScaledDensityLoss {values['physical_loss']:.4f}, constant baseline "
-          f"{values['constant_baseline_loss']:.4f}: ratio {values['loss_ratio']:.3f} (issue bar 0.5, asserted < 0.7); "
+          f"{values['constant_baseline_loss']:.4f}: ratio {values['loss_ratio']:.3f} (issue bar 0.5); "
           f"untrained ratio {untrained['loss_ratio']:.3f}, correlation {untrained['correlation']:.3f}")
     print(f"  correlation {values['correlation']:.3f} (bar > 0.8), per map {values['correlation_per_sample']:.3f}, "
           f"mass error {values['mass_error']:.3f}")
     print(f"  train losses {[round(v, 4) for v in result.train_losses]}")
-    assert values["n_samples"] == N_TEST
+    assert values["n_samples"] == n_test
     return {**values, "untrained_loss": untrained["physical_loss"], "untrained_correlation": untrained["correlation"]}
+
+
+@pytest.fixture(scope="module")
+def metrics():
+    return train_and_test(N_TRAIN, N_TEST, WIDTH, CONFIG, workers=2)
 
 
 @pytest.mark.slow
@@ -68,3 +77,14 @@ def test_reverted_maps_correlate_with_the_truth(metrics):
 def test_held_out_loss_is_well_below_the_constant_baseline(metrics):
     assert metrics["physical_loss"] < 0.7 * metrics["constant_baseline_loss"]
     assert metrics["physical_loss"] < 0.9 * metrics["untrained_loss"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: 60 000 sample passes, ~3 min on an H100")
+def test_quality_bar_on_a_gpu():
+    """Issue 4's bar itself, in the configuration that met it on an H100 (0.467, r 0.904;
+    ``benchmarks/results/quality_sweep_cuda.json``): 6000 fields, width 0.5, 10 epochs."""
+    config = CONFIG.replace(device="cuda")
+    values = train_and_test(6000, N_TEST, WIDTH, config, workers=min(14, os.cpu_count() or 1))
+    assert values["loss_ratio"] <= 0.5
+    assert values["correlation"] > 0.8

@@ -27,6 +27,7 @@ keep it.
 from __future__ import annotations
 
 import contextlib
+import math
 import resource
 import time
 
@@ -314,16 +315,19 @@ class _Trainer:
                                 enabled=self.amp_dtype is not None):
                 prediction = self.net(inputs, reduce=False)
             loss = self.loss_fn(prediction, targets)
-            if not bool(torch.isfinite(loss)):
-                raise FloatingPointError(f"the training loss became {loss.item()} at epoch {epoch + 1}, batch "
-                                         f"{index + 1}; lower lr, use precision='fp32', or check the data for huge values")
             self.scaler.scale(loss / group_size).backward()
+        value = loss.item()  # the one wait for the device per batch, after backward is queued
+        if not math.isfinite(value):  # refused before the optimiser step: the weights stay as they were
+            raise FloatingPointError(f"the training loss became {value} at epoch {epoch + 1}, batch "
+                                     f"{index + 1}; lower lr, use precision='fp32', or check the data for huge values")
         if last:
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.optimizer.zero_grad(set_to_none=True)
             self.history["updates"] += 1
-        stats = torch.tensor([loss.item() * targets.shape[0], targets.shape[0]], dtype=torch.float64, device=self.comm)
+        if self.world == 1:
+            return value, int(targets.shape[0])
+        stats = torch.tensor([value * targets.shape[0], targets.shape[0]], dtype=torch.float64, device=self.comm)
         all_reduce_sum(stats)
         return float(stats[0] / stats[1]), int(stats[1])
 

@@ -219,6 +219,18 @@ def test_a_store_is_read_chunk_by_chunk_in_training(tmp_path, monkeypatch):
     assert any(block != sorted(block) for block in blocks)  # shuffled inside the chunks
 
 
+def test_a_non_finite_loss_stops_training_before_the_weights_change():
+    x, y = pairs(4)[:]
+    huge = TensorDataset(x, torch.full_like(y, 1e30))  # MSE: ((pred - 1e30) / n)^2 overflows float32
+    mdl = model()
+    before = {k: v.clone() for k, v in mdl.state_dict().items()}
+    with pytest.raises(FloatingPointError, match="training loss became inf at epoch 1, batch 1"):
+        train_reverter(mdl, huge, config=quick(loss="mse"), progress=False)
+    after = mdl.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.endswith("num_batches_tracked")
+               and "running" not in k)
+
+
 def test_bf16_autocast_on_cpu_trains():
     result = train_reverter(model(), pairs(2), config=quick(precision="bf16"), progress=False)
     assert np.isfinite(result.train_losses[0])

@@ -39,6 +39,7 @@ from ..grids import Grid
 from .cmz_geometry import DustLanes, Ring
 from .fields import field_from_arrays
 from .kinematics import line_of_sight_velocity
+from .parameters import draw_parameters
 from .turbulence import gaussian_random_field
 
 __all__ = ["CMZ_PARAMETERS", "VELOCITY_SPECTRUM_SLOPE", "draw_cmz_parameters", "make_cmz"]
@@ -121,17 +122,7 @@ def draw_cmz_parameters(rng: np.random.Generator, **params) -> dict:
     unchanged).  Unknown names raise :class:`TypeError` listing the valid ones.  Returns a
     dict of plain floats (``cloud_count`` an int), in the units of the table.
     """
-    unknown = sorted(set(params) - set(CMZ_PARAMETERS))
-    if unknown:
-        raise TypeError(f"make_cmz got unknown parameters {unknown}; valid names are {list(CMZ_PARAMETERS)}")
-    drawn = {}
-    for name, (low, high, _, _) in CMZ_PARAMETERS.items():
-        if name in _INTEGER:
-            drawn[name] = int(rng.integers(low, high + 1))
-        else:
-            drawn[name] = float(rng.uniform(low, high))
-    for name, value in params.items():
-        drawn[name] = _check_value(name, value)
+    drawn = draw_parameters(rng, CMZ_PARAMETERS, _INTEGER, params, "make_cmz", _check_value)
     if drawn["lane_start"] <= drawn["ring_semi_major"]:
         raise ValueError(f"lane_start ({drawn['lane_start']} pc) must exceed ring_semi_major "
                          f"({drawn['ring_semi_major']} pc): the dust lanes feed the ring from outside")

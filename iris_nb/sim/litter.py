@@ -42,6 +42,7 @@ from torch import nn
 from ..grids import Axis, Grid
 from .fields import field_from_arrays
 from .kinematics import cell_positions, line_of_sight_velocity
+from .parameters import draw_parameters
 from .turbulence import gaussian_random_field, lognormal_factor
 
 __all__ = ["LITTER_PARAMETERS", "NEAR_SIDE_START", "FAR_SIDE_LENGTH", "litter_grid",
@@ -125,21 +126,18 @@ def draw_litter_parameters(rng: np.random.Generator, **params) -> dict:
     Explicit values leave the draws of the others unchanged.  Unknown names raise TypeError.
     Returns plain floats (counts as ints) in the units of the table.
     """
-    unknown = sorted(set(params) - set(LITTER_PARAMETERS))
-    if unknown:
-        raise TypeError(f"make_litter got unknown parameters {unknown}; valid names are {list(LITTER_PARAMETERS)}")
-    drawn = {}
-    for name, (low, high, _, _) in LITTER_PARAMETERS.items():
-        drawn[name] = int(rng.integers(low, high + 1)) if name in _INTEGER else float(rng.uniform(low, high))
-    for name, value in params.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-            raise TypeError(f"make_litter parameter {name}={value!r} must be a finite real number")
-        if value < 0 or (name in _POSITIVE and value == 0) or (name in _INTEGER and int(value) != value):
-            kind = "a non-negative integer" if name in _INTEGER else ("> 0" if name in _POSITIVE else ">= 0")
-            raise ValueError(f"make_litter parameter {name}={value!r} must be {kind} "
-                             f"(typical range {LITTER_PARAMETERS[name][:2]})")
-        drawn[name] = int(value) if name in _INTEGER else float(value)
-    return drawn
+    return draw_parameters(rng, LITTER_PARAMETERS, _INTEGER, params, "make_litter", _check_value)
+
+
+def _check_value(name: str, value):
+    """An explicit litter parameter, validated and converted (int for counts)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise TypeError(f"make_litter parameter {name}={value!r} must be a finite real number")
+    if value < 0 or (name in _POSITIVE and value == 0) or (name in _INTEGER and int(value) != value):
+        kind = "a non-negative integer" if name in _INTEGER else ("> 0" if name in _POSITIVE else ">= 0")
+        raise ValueError(f"make_litter parameter {name}={value!r} must be {kind} "
+                         f"(typical range {LITTER_PARAMETERS[name][:2]})")
+    return int(value) if name in _INTEGER else float(value)
 
 
 def _rotation(radius, p):

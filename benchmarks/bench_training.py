@@ -117,7 +117,6 @@ def loader_seconds(grid, batch_size: int, batches: int, workdir: Path, device=No
     fields = GasModelDataset(grid, n=batch_size * 2, seed=0)
     device = torch.device(device or "cpu")
     observer = SimpleObserver(grid).to(device)
-    draw = observe = 0.0
     for batch in DataLoader(fields, batch_size=batch_size):  # the first batch warms up the observer
         start = time.perf_counter()
         with torch.no_grad():
@@ -128,8 +127,7 @@ def loader_seconds(grid, batch_size: int, batches: int, workdir: Path, device=No
     start = time.perf_counter()
     for _ in DataLoader(fields, batch_size=batch_size):
         pass
-    draw = (time.perf_counter() - start) / 2
-    out["fields_draw_s_per_batch_one_process"] = draw
+    out["fields_draw_s_per_batch_one_process"] = (time.perf_counter() - start) / 2
     out[f"fields_observe_s_per_batch_on_{device.type}"] = observe
     return out
 

@@ -35,6 +35,23 @@ from iris_nb.train.loop import train_reverter
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def small_pairs(n: int, seed: int, device: str = "cpu", workers: int = 0, progress: bool = False):
+    """``n`` make_cmz fields on SMALL (gas seeds from ``seed``) observed once with SimpleObserver,
+    as in-memory pairs (observations in solMass s / (km pc2), targets in solMass / pc3)."""
+    fields = GasModelDataset(SMALL, n=n, seed=seed)
+    return observed_pairs(fields, SimpleObserver(SMALL), batch_size=16, device=device, num_workers=workers,
+                          progress=progress)
+
+
+def training_config(epochs: int, batch: int, lr: float, device: str = "cpu", scheduler: str = "multistep",
+                    validation: float = 0.0, seed: int = 0) -> TrainingConfig:
+    """The benchmarks' training setup: Adam, one update per batch, steps of 0.3 at 60% and 80%
+    of the epochs (for ``scheduler="multistep"``), channels-last."""
+    return TrainingConfig(epochs=epochs, batch_size=batch, batches_per_update=1, lr=lr, scheduler=scheduler,
+                          milestones=(int(0.6 * epochs) or 1, int(0.8 * epochs) or 2), gamma=0.3,
+                          validation_fraction=validation, seed=seed, device=device, channels_last=True)
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1392, help="fields drawn (default %(default)s)")
@@ -49,14 +66,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     start = time.perf_counter()
-    fields = GasModelDataset(SMALL, n=args.n, seed=args.seed)
-    pairs = observed_pairs(fields, SimpleObserver(SMALL), batch_size=16, progress=True)
+    pairs = small_pairs(args.n, args.seed, progress=True)
     data_seconds = time.perf_counter() - start
     train = Subset(pairs, range(args.n - args.test))
     test = Subset(pairs, range(args.n - args.test, args.n))
-    config = TrainingConfig(epochs=args.epochs, batch_size=args.batch, batches_per_update=1, lr=args.lr,
-                            milestones=(int(0.6 * args.epochs) or 1, int(0.8 * args.epochs) or 2), gamma=0.3,
-                            validation_fraction=args.validation, seed=args.seed, device="cpu", channels_last=True)
+    config = training_config(args.epochs, args.batch, args.lr, validation=args.validation, seed=args.seed)
     torch.manual_seed(args.seed)
     model = Reverter(SMALL, input_space="vrho", width=args.width)
     held_out = []

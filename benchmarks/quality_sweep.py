@@ -22,13 +22,11 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from iris_nb.data.fields import GasModelDataset, observed_pairs
 from iris_nb.grids import SMALL
 from iris_nb.model import Reverter
-from iris_nb.sim.observers import SimpleObserver
-from iris_nb.train.config import TrainingConfig
 from iris_nb.train.evaluate import test_reverter
 from iris_nb.train.loop import train_reverter
+from learning_curve import small_pairs, training_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -52,13 +50,6 @@ CONFIGS = [
 ]
 
 
-def config_for(epochs: int, batch: int, lr: float, scheduler: str, device: str) -> TrainingConfig:
-    milestones = (max(1, int(0.6 * epochs)), max(2, int(0.8 * epochs)))
-    return TrainingConfig(epochs=epochs, batch_size=batch, batches_per_update=1, lr=lr, scheduler=scheduler,
-                          milestones=milestones, gamma=0.3, validation_fraction=0.0, seed=0, device=device,
-                          channels_last=True)
-
-
 def main(argv=None) -> list:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=6096, help="fields drawn, the test fields included")
@@ -70,9 +61,7 @@ def main(argv=None) -> list:
     parser.add_argument("--output", default=str(RESULTS / "quality_sweep.json"))
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    fields = GasModelDataset(SMALL, n=args.n, seed=2024)
-    pairs = observed_pairs(fields, SimpleObserver(SMALL), batch_size=16, device=args.device,
-                           num_workers=args.workers)
+    pairs = small_pairs(args.n, seed=2024, device=args.device, workers=args.workers)
     test = Subset(pairs, range(args.n - args.test, args.n))
     print(f"{args.n} fields drawn and observed in {time.perf_counter() - start:.0f} s", flush=True)
     rows = []
@@ -84,7 +73,7 @@ def main(argv=None) -> list:
         if n_train > args.n - args.test:
             continue
         train = Subset(pairs, range(n_train))
-        config = config_for(epochs, batch, lr, scheduler, args.device)
+        config = training_config(epochs, batch, lr, args.device, scheduler)
         torch.manual_seed(0)
         model = Reverter(SMALL, input_space="vrho", width=width)
         result = train_reverter(model, train, config=config, progress=False)

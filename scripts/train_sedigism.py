@@ -43,6 +43,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--workers", type=int, default=12)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--precision", default="fp32", help="fp32 (fastest on an H100), bf16 or fp16")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last layout (slower on an H100)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--output", default=str(RESULTS))
     parser.add_argument("--grid", default="SEDIGISM", help="grid preset (SMALL for a quick look on a CPU)")
@@ -50,7 +51,7 @@ def main(argv=None) -> dict:
     args.workdir.mkdir(parents=True, exist_ok=True)
     config = TrainingConfig(epochs=1, batch_size=args.batch, batches_per_update=1, lr=args.lr, scheduler="constant",
                             validation_fraction=0.0, seed=0, num_workers=args.workers, device=args.device,
-                            precision=args.precision, channels_last=True, checkpoint_every=1)
+                            precision=args.precision, channels_last=args.channels_last, checkpoint_every=1)
     grid = get_grid(args.grid)
     model = Reverter(grid)
     observer = LineObserver(grid)

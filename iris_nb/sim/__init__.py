@@ -13,6 +13,8 @@ Nothing here imports the network or the training code.
 from .arepo import from_arepo, read_arepo_gas
 from .cmz import CMZ_PARAMETERS, draw_cmz_parameters, make_cmz
 from .columnize import columnize, columnize_tensors
+from .excitation import Excitation, solve_excitation
+from .excitation_table import ExcitationTable
 from .fields import (
     FIELD_UNITS,
     HYDROGEN_MASS_FRACTION,
@@ -24,14 +26,18 @@ from .fields import (
 )
 from .litter import LITTER_PARAMETERS, Litter, far_side_litter, litter_grid, make_litter, near_side_litter
 from .noise import Noise, NoiseConfig
+from .molecule import Molecule
 from .observers import LineObserver, SimpleObserver
 
 __all__ = [
     "CMZ_PARAMETERS",
+    "Excitation",
+    "ExcitationTable",
     "FIELD_UNITS",
     "HYDROGEN_MASS_FRACTION",
     "LITTER_PARAMETERS",
     "LineObserver",
+    "Molecule",
     "Litter",
     "Noise",
     "NoiseConfig",
@@ -50,5 +56,6 @@ __all__ = [
     "make_litter",
     "near_side_litter",
     "read_arepo_gas",
+    "solve_excitation",
     "validate_field",
 ]

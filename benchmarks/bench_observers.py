@@ -4,8 +4,12 @@ For each grid it observes a ``make_cmz`` field (a random field when the gas mode
 with
 
     simple            SimpleObserver (velocity-resolved H2 column, tent weights)
-    line full         LineObserver(channel_window=None): every channel for every cell (baseline)
-    line windowed     LineObserver(): only channels within 5 Doppler parameters of each cell
+    line full         LineObserver(excitation="lte", channel_window=None): every channel for every
+                      cell (baseline of the channel windows)
+    line windowed     LineObserver(excitation="lte"): only channels within 5 Doppler parameters
+    line escape       LineObserver() (non-LTE escape-probability excitation through the cached
+                      excitation table, the default), windowed; its time is also given as a ratio
+                      to "line windowed" (the LTE path)
     line dust+sub     LineObserver(dust=True, subthermal=True), windowed
 
 and prints voxels/s (distance x lon x lat cells per second; median of --repeats runs, the
@@ -43,12 +47,15 @@ import torch
 
 from iris_nb.grids import SEDIGISM, SMALL, Axis
 from iris_nb.sim.fields import field_from_arrays, field_tensors
+from iris_nb.sim.excitation_table import ExcitationTable
 from iris_nb.sim.observers import LineObserver, SimpleObserver
+from iris_nb.sim.radiative import T_CMB
 
 CASES = {
     "simple": lambda g: SimpleObserver(g),
-    "line full": lambda g: LineObserver(g, channel_window=None),
-    "line windowed": lambda g: LineObserver(g),
+    "line full": lambda g: LineObserver(g, excitation="lte", channel_window=None),
+    "line windowed": lambda g: LineObserver(g, excitation="lte"),
+    "line escape": lambda g: LineObserver(g),
     "line dust+sub": lambda g: LineObserver(g, dust=True, subthermal=True),
 }
 
@@ -165,10 +172,18 @@ def bench_grid(label, grid, full_grid, args, rows):
             row["max_rel_dev_from_full"] = float((cube - ref).abs().max() / ref.abs().max())
             key = "seconds" if torch.device(args.device).type == "cuda" else "cpu_seconds"
             row["speedup_vs_full"] = rows[-1][key] / row[key]  # CPU time: robust to a busy machine
+        if case == "line escape":
+            key = "seconds" if torch.device(args.device).type == "cuda" else "cpu_seconds"
+            lte = next(r for r in rows if r["grid"] == label and r["case"] == "line windowed")
+            row["time_vs_lte"] = row[key] / lte[key]
+            row["integrated_vs_lte"] = float(cube.sum() / cubes["line windowed"].sum())
         rows.append(row)
         extra = ""
         if "speedup_vs_full" in row:
             extra = f"  speed-up {row['speedup_vs_full']:.1f}x, max dev {row['max_rel_dev_from_full']:.1e}"
+        if "time_vs_lte" in row:
+            extra = (f"  time {row['time_vs_lte']:.2f}x the LTE path, "
+                     f"integrated intensity {row['integrated_vs_lte']:.2f}x LTE's")
         print(f"  {case:14s} {row['voxels_per_s'] / 1e6:8.3f} Mvox/s ({row['voxels_per_cpu_s'] / 1e6:7.3f} per CPU s)"
               f"  {row['seconds_per_sample']:9.3f} s/sample  peak {row['peak_memory_MiB']:8.1f} MiB{extra}")
 
@@ -188,6 +203,7 @@ def main():
         raise SystemExit("--device cuda asked for but torch sees no CUDA device")
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, device {args.device}, "
           f"{args.threads} CPU thread(s), load average {os.getloadavg()[0]:.1f}")
+    ExcitationTable.get("13CO", "lvg", None, T_CMB)  # build or load once; the workers load it from the cache
     rows = []
     bench_grid("SMALL", SMALL, SMALL, args, rows)
     bench_grid("SEDIGISM", strip_of(SEDIGISM, args.sedigism_columns), SEDIGISM, args, rows)
@@ -195,7 +211,7 @@ def main():
         tensors = field_tensors(make_field(SEDIGISM))
         field_mib = sum(t.nbytes for t in tensors.values()) / 2**20
         voxels = 512 * 512 * 128
-        for case in ("simple", "line windowed"):
+        for case in ("simple", "line windowed", "line escape"):
             times, _, peak = run_case(case, SEDIGISM, tensors, 1, args.device, args.threads)
             (wall, cpu), = times
             rows.append({"grid": "SEDIGISM whole sample", "case": case, "device": args.device,

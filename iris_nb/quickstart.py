@@ -88,11 +88,14 @@ def toy_cmz_cube(grid: Grid = SMALL, seed: int = 0, n_clouds: int = 40, peak_tem
     return cube_da, truth_da
 
 
-def synthetic_cmz_cube(grid: Grid = SMALL, seed: int = 0):
+def synthetic_cmz_cube(grid: Grid = SMALL, seed: int = 0, excitation: str = "lte"):
     """A realistic synthetic observation and its truth, from the package's own simulator.
 
     The gas is :func:`iris_nb.sim.make_cmz` (ring, dust lanes, clouds, turbulence), observed in
-    13CO(2-1) by :class:`iris_nb.sim.LineObserver` (LTE radiative transfer and the beam).
+    13CO(2-1) by :class:`iris_nb.sim.LineObserver` (radiative transfer and the beam).
+    ``excitation`` defaults to ``"lte"`` because the shipped ``cmz-small`` model was trained on
+    LTE observations (its ``provenance``); pass ``"escape"`` for the non-LTE default of the
+    observer.
 
     Returns
     -------
@@ -102,8 +105,8 @@ def synthetic_cmz_cube(grid: Grid = SMALL, seed: int = 0):
     from .sim import LineObserver, columnize, make_cmz
 
     field = make_cmz(grid, seed=seed)
-    cube = LineObserver(grid).observe(field)
-    cube.attrs["source"] = f"iris_nb synthetic CMZ (make_cmz seed {seed}, LineObserver)"
+    cube = LineObserver(grid, excitation=excitation).observe(field)
+    cube.attrs["source"] = f"iris_nb synthetic CMZ (make_cmz seed {seed}, LineObserver {excitation})"
     truth = columnize(field)
     truth.attrs.update(observer_distance=grid.observer_distance, long_name="true H2 density")
     return cube, truth

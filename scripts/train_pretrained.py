@@ -31,16 +31,16 @@ OUTPUT = ROOT / "iris_nb" / "model" / "weights" / "cmz-small.pt"
 RESULTS = ROOT / "benchmarks" / "results" / "pretrained_cmz_small.json"
 
 
-def make_data(workdir: Path, n: int, n_litter: int, workers: int) -> dict:
+def make_data(workdir: Path, n: int, n_litter: int, workers: int, excitation: str = "lte") -> dict:
     """Write the CMZ store and the two litter stores; returns their paths."""
     from iris_nb.data import write_dataset
     from iris_nb.sim import LineObserver, far_side_litter, litter_grid, near_side_litter
 
     paths = {"cmz": workdir / "cmz_small.zarr", "near": workdir / "near_small.zarr", "far": workdir / "far_small.zarr"}
-    write_dataset(paths["cmz"], n, SMALL, observer=LineObserver(SMALL), seed=2026, workers=workers)
+    write_dataset(paths["cmz"], n, SMALL, observer=LineObserver(SMALL, excitation=excitation), seed=2026, workers=workers)
     for side, model in (("near", near_side_litter), ("far", far_side_litter)):
         grid = litter_grid(SMALL, side)
-        write_dataset(paths[side], n_litter, grid, model=model, observer=LineObserver(grid), seed=7, workers=workers)
+        write_dataset(paths[side], n_litter, grid, model=model, observer=LineObserver(grid, excitation=excitation), seed=7, workers=workers)
     return paths
 
 
@@ -76,11 +76,13 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=float, default=0.25, help="Reverter channel multiplier")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--loader-workers", type=int, default=0, help="DataLoader processes in training")
+    parser.add_argument("--excitation", default="lte", choices=("lte", "escape"),
+                        help="LineObserver excitation (the shipped cmz-small was trained on 'lte' data)")
     parser.add_argument("--stage", choices=("data", "all"), default="all")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    paths = make_data(args.workdir, args.n, args.n_litter, args.workers)
+    paths = make_data(args.workdir, args.n, args.n_litter, args.workers, args.excitation)
     print(f"data ready after {time.perf_counter() - start:.0f} s: {paths}")
     if args.stage == "data":
         return
@@ -104,7 +106,7 @@ def main(argv=None) -> None:
     print(json.dumps(metrics, indent=2))
     summary = {
         "training_script": "scripts/train_pretrained.py",
-        "trained_on": f"{args.n} make_cmz fields observed with LineObserver 13CO(2-1) on SMALL "
+        "trained_on": f"{args.n} make_cmz fields observed with LineObserver 13CO(2-1) ({args.excitation}) on SMALL "
                       f"(test split {run.test_fraction:.0%} held out), noise 1 K/cube pixel with fade, "
                       "near/far litter p=0.3 each",
         "device": args.device,

@@ -5,13 +5,14 @@ observing AREPO snapshots):
 
 * ``hyper.json``: the reference's hyperparameters, one JSON object per group
   (``coordinate_hyper``, ``cube_hyper``, ``dataset_hyper``, ``observer_hyper``, ...).
-  Used here: ``coordinate_hyper.r_min/r_max/r_steps`` (heliocentric distance, pc, sampled
-  at ``linspace(r_min, r_max, r_steps)``) and ``r_crop_min_index/r_crop_max_index`` (the
-  rows kept in the top-down map), ``lon_min/lon_max/lon_steps``, ``lat_min/lat_max/lat_steps``
-  (deg), ``observer_radius`` (pc); ``cube_hyper.v_min/v_max/v_steps`` (km/s) and
-  ``reduction``; ``observer_hyper.out_blur_fwhm`` (beam, arcsec); the unit factors
-  ``dataset_hyper._mass_iris_per_SI``, ``_length_iris_per_SI``, ``_time_iris_per_SI``,
-  ``_temperature_iris_per_SI`` ("how many IRIS units make one SI unit").
+  Used here: ``coordinate_hyper.r_min/r_max/r_steps`` (heliocentric distance, pc) and
+  ``r_crop_min_index/r_crop_max_index`` (the rows kept in the top-down map),
+  ``lon_min/lon_max/lon_steps``, ``lat_min/lat_max/lat_steps`` (deg), ``observer_radius`` (pc);
+  ``cube_hyper.v_min/v_max/v_steps`` (km/s) and ``reduction``; ``observer_hyper.out_blur_fwhm``
+  (beam, arcsec) and the molar masses ``mw_H2``, ``mw_H``, ``mw_He``, ``abundance_He``;
+  ``dataset_hyper.use_AREPO_abundances`` and the unit factors ``_mass_iris_per_SI``,
+  ``_length_iris_per_SI``, ``_time_iris_per_SI``, ``_temperature_iris_per_SI`` ("how many
+  IRIS units make one SI unit").
 * ``attributes.json``: ``{"cardinality": N, "index": [[target_file, observation_file], ...]}``
   with paths relative to the folder, e.g. ``"node_0/columnized_3.npy"``.
 * ``node_*/columnized_{k}.npy``: top-down H2 mass density ``(1, distance, lon)``, float32,
@@ -20,17 +21,58 @@ observing AREPO snapshots):
   float32, in IRIS temperature units (line observer) or IRIS velocity-resolved column
   units (mass / length**3 * time; the reference's "simple" observer).
 
-Conventions that differ from this package: the reference measures line-of-sight velocity
-positive *towards* the observer, the opposite of v_LSR; by default the velocity axis of
-every observation is reversed (``flip_velocity=True``) so that items follow this package's
-convention (the reference also ignores the observer's own motion, which cannot be undone
-here).  Its axes are sampled at ``linspace(min, max, steps)``; here ``[min, max]`` is taken
-as the pixel-edge window of each axis (a shift of at most half a pixel), so that the
-SEDIGISM windows map onto :data:`iris_nb.grids.SEDIGISM`; pass ``grid=`` to override.
+Conventions of the reference (function names in its ``iris/`` package) and what reading
+does about them, so that items read as iris_nb would have observed the same gas:
+
+* **Longitude is mirrored.**  ``Snapshot._map_spherical_to_arepo`` turns longitude
+  counter-clockwise (seen from the snapshot's +z) from the observer-to-centre direction,
+  while :func:`~iris_nb.sim.arepo.from_arepo` puts positive longitude on the other side;
+  ``Snapshot.make_physical_tensor`` multiplies the lon and lat windows by
+  ``coordinate_hyper.spin_orientation``, documented (``CoordinateHyper``) as 1 for
+  counter-clockwise and -1 for clockwise snapshots.  Following that rule every disc ends up
+  with gas at positive reference longitude *approaching* the observer: the mirror image of
+  the Milky Way and of ``from_arepo(prograde=True)``, where positive longitudes recede.
+  Latitude is not mirrored.  ``mirror_lon=True`` (default) reverses the longitude axis of
+  targets and observations and negates the window; pass ``False`` for a dataset written
+  against that rule (discs turning like the Milky Way in the reference frame).
+* **Velocity is positive towards the observer** (``Snapshot._project_velocities``), the
+  opposite of v_LSR, and the observer is at rest (no solar motion, which cannot be added
+  here).  ``flip_velocity=True`` (default) reverses the velocity axis and negates the window.
+* **Axes are sampled at** ``linspace(min, max, steps)`` (``Snapshot._interpolate`` for
+  r, lon, lat; ``SimpleObserver.__init__`` puts channel centres at ``v_min + j dv`` with
+  ``dv = (v_max - v_min) / (v_steps - 1)`` and integrates with ``dr = (r_max - r_min) /
+  (r_steps - 1)``), while an iris_nb :class:`~iris_nb.grids.Axis` ``[min, max]`` has its
+  pixel centres half a pixel inside the edges: pixel ``k`` of the reference sits
+  ``(k / (n - 1) - (k + 0.5) / n)`` windows away from pixel ``k`` here, from -1/2 pixel at
+  the first to +1/2 at the last.  ``sampling="resample"`` (default) interpolates linearly
+  from the reference's samples onto the pixel centres of the ``[min, max]`` windows (for a
+  cropped distance axis: of the first and last kept sample), so the paper windows give
+  :data:`iris_nb.grids.SEDIGISM`; ``"exact"`` keeps the values and gives a grid whose pixel
+  centres are the reference's samples (each window widened by half a reference pixel);
+  ``"relabel"`` keeps the values on the ``[min, max]`` windows (the behaviour before
+  resampling existed: up to half a pixel off at the edges).  Latitude is reduced before
+  writing and cannot be resampled: a latitude mean over the samples of gas lying inside
+  the window reads ``(lat_steps - 1) / lat_steps`` of iris_nb's mean over
+  ``[lat_min, lat_max]`` (-0.8 % at 128 pixels; nothing for gas filling the window).
+  The reference's simple observer keeps cells up to half a channel outside
+  ``[v_min, v_max]`` in the edge channels, i.e. it is iris_nb's
+  :class:`~iris_nb.sim.observers.SimpleObserver` on the ``"exact"`` velocity window, and
+  its lines of sight run over the whole uncropped ``r`` range.
+* **Its "vrho" observations bin total gas**: ``SimpleObserver.forward`` bins channel 1 of the
+  physical tensor, the gas mass density (``Snapshot._get_particle_values``), whereas its
+  targets (``columnize_physical_tensor``) hold H2, ``rho * x_H2 * mw_H2 / (mw_H +
+  abundance_He * mw_He)`` (X = 0.7157 with its defaults; 0.71 here).  Such datasets say
+  ``gas = "total"``; they match ``SimpleObserver(grid, gas="total")``.  ``gas="h2"`` converts
+  them with the H2 mass fraction of the gas, which is one number only when
+  ``dataset_hyper.use_AREPO_abundances`` is false (then ``x_H2 = 0.5`` in every cell and the
+  fraction is ``0.5 mw_H2 / (mw_H + abundance_He mw_He)`` = 0.7157); with the reference's
+  default (true) ``x_H2`` comes cell by cell from the snapshot, a latitude- and
+  distance-integrated spectrum cannot be split into H2 and the rest, and ``gas="h2"`` raises.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -46,6 +88,9 @@ from .layout import TARGET_UNITS, write_chunk
 __all__ = ["read_iris_dataset", "convert_iris_dataset", "IrisReferenceDataset"]
 
 OBSERVABLE_UNITS = {"brightness": "K", "column": "solMass s / (km pc2)"}
+SAMPLINGS = ("resample", "exact", "relabel")
+REFERENCE_MOLAR_MASSES = {"mw_H2": 2.01568, "mw_H": 1.00784, "mw_He": 4.002602, "abundance_He": 0.1}
+"""Defaults of the reference's ``ObserverHyper`` (g/mol; He nuclei per H nucleus)."""
 
 
 def _load_json(path: Path, what: str) -> dict:
@@ -66,25 +111,77 @@ def _need(section: dict, group: str, key: str):
     return value
 
 
-def _grid_from_hyper(hyper: dict, flip_velocity: bool) -> Grid:
+def _sampled_axis(low: float, high: float, steps: int, sampling: str, keep: tuple[int, int] | None = None,
+                  negate: bool = False) -> Axis:
+    """The iris_nb axis of samples ``keep[0]:keep[1]`` of ``linspace(low, high, steps)``."""
+    first, last = keep if keep is not None else (0, steps)
+    n = last - first
+    if sampling == "relabel" or steps < 2:
+        width = (high - low) / steps
+        axis = Axis(low + first * width, high - (steps - last) * width, n)
+    else:
+        spacing = (high - low) / (steps - 1)
+        a, b = low + first * spacing, high - (steps - last) * spacing  # first and last kept sample
+        if sampling == "exact" or n < 2:
+            axis = Axis(a - 0.5 * spacing, b + 0.5 * spacing, n)
+        else:
+            axis = Axis(a, b, n)
+    return Axis(-axis.stop, -axis.start, axis.steps) if negate else axis
+
+
+def _grid_from_hyper(hyper: dict, flip_velocity: bool, mirror_lon: bool, sampling: str) -> Grid:
     coords, cube = hyper.get("coordinate_hyper", {}), hyper.get("cube_hyper", {})
 
-    def axis(section: dict, group: str, name: str) -> Axis:
-        return Axis(float(_need(section, group, f"{name}_min")), float(_need(section, group, f"{name}_max")),
-                    int(_need(section, group, f"{name}_steps")))
+    def axis(section: dict, group: str, name: str, **kwargs) -> Axis:
+        return _sampled_axis(float(_need(section, group, f"{name}_min")), float(_need(section, group, f"{name}_max")),
+                             int(_need(section, group, f"{name}_steps")), sampling, **kwargs)
 
-    r = axis(coords, "coordinate_hyper", "r")
-    lo = int(coords.get("r_crop_min_index") or 0)
-    hi = int(coords.get("r_crop_max_index") or r.steps)
-    velocity = axis(cube, "cube_hyper", "v")
-    if flip_velocity:
-        velocity = Axis(-velocity.stop, -velocity.start, velocity.steps)
+    r_steps = int(_need(coords, "coordinate_hyper", "r_steps"))
+    keep = (int(coords.get("r_crop_min_index") or 0), int(coords.get("r_crop_max_index") or r_steps))
     beam = hyper.get("observer_hyper", {}).get("out_blur_fwhm")
     return SEDIGISM.replace(
-        distance=Axis(r.start + lo * r.step, r.start + hi * r.step, hi - lo),
-        lon=axis(coords, "coordinate_hyper", "lon"), lat=axis(coords, "coordinate_hyper", "lat"),
-        velocity=velocity, observer_distance=float(coords.get("observer_radius") or SEDIGISM.observer_distance),
+        distance=axis(coords, "coordinate_hyper", "r", keep=keep),
+        lon=axis(coords, "coordinate_hyper", "lon", negate=mirror_lon), lat=axis(coords, "coordinate_hyper", "lat"),
+        velocity=axis(cube, "cube_hyper", "v", negate=flip_velocity),
+        observer_distance=float(coords.get("observer_radius") or SEDIGISM.observer_distance),
         beam_fwhm=float(beam) if beam else 0.0, name="IRIS reference")
+
+
+@functools.lru_cache(maxsize=16)
+def _resample_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower sample index and upper weight taking ``n`` linspace samples to ``n`` pixel centres."""
+    position = (np.arange(n) + 0.5) * (n - 1) / n  # pixel centre k in units of the sample spacing
+    low = np.clip(np.floor(position), 0, max(n - 2, 0)).astype(np.int64)
+    return low, (position - low).astype(np.float32)
+
+
+def _resample(array: np.ndarray, axis: int) -> np.ndarray:
+    """Linear interpolation along ``axis`` from samples at ``linspace(a, b, n)`` to the pixel
+    centres of the window ``[a, b]`` cut into ``n`` pixels (same shape)."""
+    n = array.shape[axis]
+    if n < 2:
+        return array
+    low, weight = _resample_weights(n)
+    shape = [1] * array.ndim
+    shape[axis] = n
+    weight = weight.reshape(shape)
+    high = np.take(array, np.minimum(low + 1, n - 1), axis=axis)
+    return np.take(array, low, axis=axis) * (1.0 - weight) + high * weight
+
+
+def _h2_mass_fraction(hyper: dict) -> float:
+    """H2 mass over total gas mass of every cell of a reference dataset, or a clear error."""
+    dataset = hyper.get("dataset_hyper", {})
+    if dataset.get("use_AREPO_abundances", True) is not False:
+        raise ValueError("this reference dataset's observations bin total gas, and its H2 abundances came cell by "
+                         "cell from the AREPO snapshots (dataset_hyper.use_AREPO_abundances is true or missing "
+                         "in hyper.json), so no single factor turns them into H2; read it with gas=None (total "
+                         "gas; pair it with SimpleObserver(grid, gas='total') data) or observe the snapshots "
+                         "again with iris_nb (from_arepo and SimpleObserver(grid, gas='h2'))")
+    observer = hyper.get("observer_hyper", {})
+    mw = {key: float(observer[key]) if observer.get(key) is not None else default
+          for key, default in REFERENCE_MOLAR_MASSES.items()}
+    return 0.5 * mw["mw_H2"] / (mw["mw_H"] + mw["abundance_He"] * mw["mw_He"])
 
 
 def _iris_to_si(hyper: dict, observable: str) -> tuple[float, float]:
@@ -123,18 +220,23 @@ def _index_files(root: Path, attributes: dict) -> list[tuple[Path, Path]]:
 
 
 class IrisReferenceDataset(torch.utils.data.Dataset):
-    """Pairs of a reference IRIS dataset folder (see the module notes).
+    """Pairs of a reference IRIS dataset folder (see the module notes for its conventions).
 
     Items are ``(observation, target)``: float32 tensors ``(1, lon, velocity)`` in
     ``units["observation"]`` (K for line observations, solMass s / (km pc2) for column
-    observations) and ``(1, distance, lon)`` in ``units["target"]`` (solMass / pc3).
+    observations) and ``(1, distance, lon)`` in ``units["target"]`` (solMass / pc3), with
+    longitude and velocity ascending on :attr:`grid` as iris_nb observes (v_LSR sign,
+    Milky-Way rotation), unless told otherwise by the options of :func:`read_iris_dataset`.
 
     Attributes: path, hyper (the parsed hyper.json), grid, units, reduction, observable
-    (``"brightness"`` or ``"column"``), observer (description), flip_velocity, files.
+    (``"brightness"`` or ``"column"``), gas (``"total"`` for the reference's column
+    observations, which bin all gas; ``"h2"`` after conversion; ``None`` for brightness),
+    observer (description), flip_velocity, mirror_lon, sampling, files.
     """
 
     def __init__(self, path, observable: str = "auto", flip_velocity: bool = True, grid: Grid | None = None,
-                 units: dict | None = None):
+                 units: dict | None = None, *, mirror_lon: bool = True, sampling: str = "resample",
+                 gas: str | None = None):
         self.path = Path(path)
         if not self.path.is_dir():
             raise ValueError(f"{str(self.path)!r} is not a folder; give a reference IRIS dataset folder")
@@ -146,9 +248,16 @@ class IrisReferenceDataset(torch.utils.data.Dataset):
         if observable not in OBSERVABLE_UNITS:
             raise ValueError(f"observable {observable!r} is not known; use 'auto', 'brightness' (line "
                              "observations, K) or 'column' (the reference's simple observer)")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling {sampling!r} is not known; use 'resample' (onto the [min, max] pixel "
+                             "centres, default), 'exact' (the reference's sample points) or 'relabel'")
         self.observable = observable
         self.flip_velocity = bool(flip_velocity)
-        self.grid = grid if grid is not None else _grid_from_hyper(self.hyper, self.flip_velocity)
+        self.mirror_lon = bool(mirror_lon)
+        self.sampling = sampling
+        self.gas, gas_factor = self._gas(gas)
+        self.grid = grid if grid is not None else _grid_from_hyper(self.hyper, self.flip_velocity,
+                                                                     self.mirror_lon, sampling)
         if not isinstance(self.grid, Grid):
             raise TypeError(f"grid must be an iris_nb.grids.Grid, got {type(self.grid).__name__}")
         self.reduction = str(self.hyper.get("cube_hyper", {}).get("reduction") or "mean")
@@ -156,12 +265,32 @@ class IrisReferenceDataset(torch.utils.data.Dataset):
         obs_si, target_si = _iris_to_si(self.hyper, observable)
         space = "temperature" if observable == "brightness" else "v_density"
         self._base_units = {"observation": OBSERVABLE_UNITS[observable], "target": TARGET_UNITS}
-        self._obs_from_iris = obs_si * per_si(self._base_units["observation"], space)
+        self._obs_from_iris = obs_si * per_si(self._base_units["observation"], space) * gas_factor
         self._target_from_iris = target_si * per_si(TARGET_UNITS, "density")
         self.units, self._obs_scale, self._target_scale = _unit_factors(self._base_units, units)
         self.observer = {"class": "IRIS reference", "units": self._base_units["observation"],
                          "input_space": "T" if observable == "brightness" else "vrho",
-                         "settings": {"flip_velocity": self.flip_velocity, "observable": observable}}
+                         "settings": self.settings}
+
+    def _gas(self, gas) -> tuple[str | None, float]:
+        """The gas the observations hold after reading, and the factor that gets them there."""
+        if self.observable == "brightness":
+            if gas is not None:
+                raise ValueError(f"gas={gas!r} applies to column ('vrho') observations; this dataset holds "
+                                 "brightness temperatures (leave gas=None)")
+            return None, 1.0
+        if gas not in (None, "total", "h2"):
+            raise ValueError(f"gas must be None or 'total' (keep the total gas the reference's simple observer "
+                             f"bins) or 'h2' (convert to H2), got {gas!r}")
+        if gas == "h2":
+            return "h2", _h2_mass_fraction(self.hyper)
+        return "total", 1.0
+
+    @property
+    def settings(self) -> dict:
+        """The reading options (JSON-ready)."""
+        return {"flip_velocity": self.flip_velocity, "mirror_lon": self.mirror_lon, "sampling": self.sampling,
+                "observable": self.observable, "gas": self.gas}
 
     def __len__(self) -> int:
         return len(self.files)
@@ -181,10 +310,15 @@ class IrisReferenceDataset(torch.utils.data.Dataset):
         lon, vel, dist = self.grid.lon.steps, self.grid.velocity.steps, self.grid.distance.steps
         observation = self._load(observation_file, (1, lon, vel), "(1, lon, velocity)")
         target = self._load(target_file, (1, dist, lon), "(1, distance, lon)")
+        if self.mirror_lon:
+            observation, target = observation[:, ::-1, :], target[:, :, ::-1]
         if self.flip_velocity:
-            observation = observation[..., ::-1]
+            observation = observation[:, :, ::-1]
+        if self.sampling == "resample":
+            observation = _resample(_resample(observation, 1), 2)
+            target = _resample(_resample(target, 1), 2)
         observation = torch.tensor(np.ascontiguousarray(observation), dtype=torch.float32)
-        target = torch.tensor(target, dtype=torch.float32)
+        target = torch.tensor(np.ascontiguousarray(target), dtype=torch.float32)
         observation.mul_(self._obs_from_iris * self._obs_scale)
         target.mul_(self._target_from_iris * self._target_scale)
         return observation, target
@@ -217,8 +351,7 @@ class IrisReferenceDataset(torch.utils.data.Dataset):
             raise ValueError(f"dtype {dtype!r} is not supported; use 'float32' or 'float16'")
         source = self.with_units(self._base_units)
         n = len(source)
-        settings = {"source": str(self.path.resolve()), "flip_velocity": self.flip_velocity,
-                    "observable": self.observable}
+        settings = {"source": str(self.path.resolve()), **self.settings}
         wanted = {"grid": self.grid.to_dict(), "n": n, "dtype": dtype, "reduction": self.reduction, "seed": -1,
                   "model": "iris-reference", "model_kwargs": settings, "observer": self.observer}
         attrs = {"seed": -1, "reduction": self.reduction, "model": "iris-reference",
@@ -244,13 +377,18 @@ class IrisReferenceDataset(torch.utils.data.Dataset):
         return Path(path)
 
     def __repr__(self) -> str:
-        return (f"IrisReferenceDataset({str(self.path)!r}: {len(self)} pairs, {self.observable} observations in "
+        gas = f" of {self.gas} gas" if self.gas else ""
+        return (f"IrisReferenceDataset({str(self.path)!r}: {len(self)} pairs, {self.observable} observations{gas} in "
                 f"{self.units['observation']!r}, targets in {self.units['target']!r}, grid {self.grid!r})")
 
 
 def read_iris_dataset(path, observable: str = "auto", flip_velocity: bool = True, grid: Grid | None = None,
-                      units: dict | None = None) -> IrisReferenceDataset:
+                      units: dict | None = None, *, mirror_lon: bool = True, sampling: str = "resample",
+                      gas: str | None = None) -> IrisReferenceDataset:
     """Open a dataset folder written by the reference IRIS code as a torch Dataset.
+
+    The defaults give items as iris_nb would have observed the same gas (module notes):
+    longitude mirrored, velocity as v_LSR, values resampled onto the ``[min, max]`` windows.
 
     Parameters
     ----------
@@ -260,11 +398,32 @@ def read_iris_dataset(path, observable: str = "auto", flip_velocity: bool = True
         ``"auto"`` (column when hyper.json carries a velocity-resolved column unit factor,
         else brightness), ``"brightness"`` (K) or ``"column"`` (solMass s / (km pc2)).
     flip_velocity:
-        Reverse the velocity axis to this package's v_LSR sign (default True).
+        Reverse the velocity axis to this package's v_LSR sign (default True; the reference
+        counts velocity positive towards the observer).
     grid:
-        Override the grid derived from hyper.json.
+        Override the grid derived from hyper.json (the data are still mirrored, flipped and
+        resampled as asked; the arrays must have the grid's shape).
     units:
         Optional ``{"observation": ..., "target": ...}`` to convert items to.
+    mirror_lon:
+        Reverse the longitude axis of targets and observations (default True: the reference's
+        documented ``spin_orientation`` rule makes positive longitudes approach, the mirror
+        image of the Milky Way); False for a dataset whose discs already turn like the Milky
+        Way in the reference frame (in its raw observations, gas at positive longitude has
+        negative reference velocity, i.e. recedes).
+    sampling:
+        ``"resample"`` (default: linear interpolation from the reference's
+        ``linspace(min, max, steps)`` samples onto the pixel centres of the ``[min, max]``
+        windows, e.g. :data:`~iris_nb.grids.SEDIGISM`), ``"exact"`` (values kept, grid centred
+        on the reference's samples) or ``"relabel"`` (values kept on the ``[min, max]``
+        windows, up to half a pixel off at the edges).
+    gas:
+        For column observations: ``None`` or ``"total"`` keep the total gas the reference's
+        simple observer bins (``.gas == "total"``; compare with
+        ``SimpleObserver(grid, gas="total")``), ``"h2"`` converts to H2 with the dataset's H2
+        mass fraction, possible only when hyper.json has
+        ``dataset_hyper.use_AREPO_abundances = false`` (a ValueError explains otherwise).
+        Must be ``None`` for brightness observations.
 
     Returns
     -------
@@ -272,15 +431,18 @@ def read_iris_dataset(path, observable: str = "auto", flip_velocity: bool = True
         Items ``(observation (1, lon, velocity), target (1, distance, lon))``, float32;
         ``.to_store(path)`` writes an iris_nb dataset store.
     """
-    return IrisReferenceDataset(path, observable=observable, flip_velocity=flip_velocity, grid=grid, units=units)
+    return IrisReferenceDataset(path, observable=observable, flip_velocity=flip_velocity, grid=grid, units=units,
+                                mirror_lon=mirror_lon, sampling=sampling, gas=gas)
 
 
 def convert_iris_dataset(src, dst, observable: str = "auto", flip_velocity: bool = True, grid: Grid | None = None,
                          dtype: str = "float32", chunk_size: int | None = None, progress: bool = True,
-                         compression: str | None = "lz4") -> Path:
+                         compression: str | None = "lz4", *, mirror_lon: bool = True, sampling: str = "resample",
+                         gas: str | None = None) -> Path:
     """Convert the reference IRIS dataset folder ``src`` into a dataset store at ``dst``.
 
     Returns the store path; see :func:`read_iris_dataset` for the reading options.
     """
-    dataset = read_iris_dataset(src, observable=observable, flip_velocity=flip_velocity, grid=grid)
+    dataset = read_iris_dataset(src, observable=observable, flip_velocity=flip_velocity, grid=grid,
+                                mirror_lon=mirror_lon, sampling=sampling, gas=gas)
     return dataset.to_store(dst, dtype=dtype, chunk_size=chunk_size, progress=progress, compression=compression)

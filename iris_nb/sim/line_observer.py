@@ -215,14 +215,16 @@ class LineObserver(_Observer):
 
     @property
     def config(self) -> dict:
-        out = {"observer": "LineObserver", "line": self.line.name, "molecule": self._molecule_name,
-               "transition": self._names if self.multi_line else self._names[0],
-               "excitation": self.excitation, "turbulent_b": self.turbulent_b, "dust": self.dust,
+        """JSON-ready settings.  For LTE or sub-thermal 13CO(2-1) exactly the keys of the
+        observer before non-LTE excitation existed, so stores written then still resume."""
+        out = {"observer": "LineObserver", "line": self.line.name, "turbulent_b": self.turbulent_b,
+               "subthermal": self.subthermal, "critical_density": self.critical_density, "dust": self.dust,
                "output": self.output, "beam": self.beam, "channel_window": self.channel_window}
+        if self.excitation == "escape" or self._molecule_name != "13CO" or self._names != ["2-1"]:
+            out.update(molecule=self._molecule_name, excitation=self.excitation,
+                       transition=self._names if self.multi_line else self._names[0])
         if self.excitation == "escape":
             out.update(geometry=self.geometry, trapping_length=self.trapping_length, ortho_para=self.ortho_para)
-        if self.excitation == "subthermal":
-            out.update(subthermal=True, critical_density=self.critical_density)
         return out
 
     def _extra_dims(self) -> dict:

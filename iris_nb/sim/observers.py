@@ -72,7 +72,8 @@ class SimpleObserver(_Observer):
 
     @property
     def config(self) -> dict:
-        return {"observer": "SimpleObserver", "gas": self.gas}
+        # "gas" only when it is not the default, so stores written before it existed still resume
+        return {"observer": "SimpleObserver"} if self.gas == "h2" else {"observer": "SimpleObserver", "gas": self.gas}
 
     def _weights(self, density, x_h2, velocity):
         """Channel indices (long) and column per channel width of a block of cells."""

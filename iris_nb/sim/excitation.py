@@ -70,8 +70,8 @@ def escape_probability(tau, geometry: str = "sphere"):
     t = tau.clamp_min(-1.0)
     small = t.abs() < 0.1
     ts = torch.where(small, torch.ones_like(t), t)  # safe where small
-    if geometry == "sphere":
-        big = ts > 50.0
+    if geometry == "sphere":  # RADEX's asymptote 1.5/tau above tau = 100 (its t = tau/2 > 50)
+        big = ts > 100.0
         tb = torch.where(big, torch.full_like(ts, 60.0), ts)
         full = 1.5 / tb * (1.0 - 2.0 / tb**2 + (2.0 / tb + 2.0 / tb**2) * torch.exp(-tb))
         full = torch.where(big, 1.5 / ts, full)
@@ -79,7 +79,7 @@ def escape_probability(tau, geometry: str = "sphere"):
     elif geometry == "slab":
         full = -torch.expm1(-3.0 * ts) / (3.0 * ts)
         x = 3.0 * t
-        series = 1.0 + x * (-0.5 + x * (1.0 / 6.0 + x * (-1.0 / 24.0 + x / 120.0)))
+        series = 1.0 + x * (-0.5 + x * (1.0 / 6.0 + x * (-1.0 / 24.0 + x * (1.0 / 120.0 - x / 720.0))))
     else:  # RADEX's LVG: de Jong et al. (1980) with its factor 2, in tau = 2 t
         x = 1.17 * t
         full = -torch.expm1(-1.17 * ts) / (1.17 * ts)
@@ -179,7 +179,7 @@ def _collision_matrix(molecule: Molecule, densities: dict, t_kin) -> torch.Tenso
         hi_t = max(float(molecule.partners[n].temperatures[-1]) for n in densities)
         warnings.warn(f"kinetic temperatures outside {lo_t:g}-{hi_t:g} K, the range of the collision rates "
                       f"in {molecule.path.name}, were clamped to it (rates held at the end values; the "
-                      "Boltzmann factors use the true T_kin)", TemperatureClampWarning, stacklevel=4)
+                      "Boltzmann factors use the true T_kin)", TemperatureClampWarning, stacklevel=3)
     return out
 
 
@@ -331,10 +331,13 @@ class Excitation:
         return t0 * x_u / (x_l * g_ratio - x_u)
 
     def t_r(self, transition) -> torch.Tensor:
-        """Radiation temperature ``T_R = [J(T_ex) - J(T_bg)] (1 - e^-tau)``, K (RADEX's ``T_R``)."""
+        """Radiation temperature ``T_R = [J(T_ex) - J(T_bg)] (1 - e^-tau)``, K (RADEX's ``T_R``).
+
+        A strongly masing line is amplified at most ``e^50`` (``tau`` taken as ``max(tau, -50)``),
+        so ``T_R`` stays finite."""
         _, _, _, _, t0 = self._line(transition)
         j_bg = t0 / math.expm1(t0 / self.t_bg) if self.t_bg > 0 else 0.0
-        tau = self.tau(transition)
+        tau = self.tau(transition).clamp_min(-50.0)
         return (self.source_function(transition) - j_bg) * -torch.expm1(-tau)
 
     def __repr__(self) -> str:

@@ -222,6 +222,15 @@ class _Lines:
         return lineno, tokens
 
 
+def _level_label(tokens: list[str], index: int) -> str:
+    """The quantum-number label of a level: the file's text after the weight, unquoted, with
+    purely numeric labels normalised (``" 01 "`` -> ``"1"``); the level number if absent."""
+    label = " ".join(tokens).strip().strip('"').strip()
+    if not label:
+        return str(index + 1)
+    return str(int(label)) if label.isdigit() else label
+
+
 @lru_cache(maxsize=32)
 def _parse(path: str, sha256: str, data: bytes) -> Molecule:
     try:
@@ -242,7 +251,7 @@ def _parse(path: str, sha256: str, data: bytes) -> Molecule:
             r.fail(f"expected level {i + 1}, got {t[0]}", lineno)
         energy[i] = r.number(t[1], float, "the level energy", lineno)
         weight[i] = r.number(t[2], float, "the statistical weight", lineno)
-        labels.append(t[3] if len(t) > 3 else str(i + 1))
+        labels.append(_level_label(t[3:], i))
 
     n_lines = r.count("the number of radiative transitions")
     upper, lower = np.zeros(n_lines, int), np.zeros(n_lines, int)
@@ -286,8 +295,12 @@ def _parse(path: str, sha256: str, data: bytes) -> Molecule:
         partners[PARTNER_NAMES[code]] = CollisionPartner(
             name=PARTNER_NAMES[code], description=description, temperatures=temps,
             upper=c_up, lower=c_low, rates=rates)
-    for array in (energy, weight, upper, lower, a_coef, freq):
+    energy_k = energy * _CM_TO_K
+    arrays = [energy_k, weight, upper, lower, a_coef, freq]
+    for p in partners.values():
+        arrays += [p.temperatures, p.upper, p.lower, p.rates]
+    for array in arrays:  # the parsed molecule is cached and shared: nobody may change it
         array.setflags(write=False)
-    return Molecule(name=name, molecular_mass=mass, level_energy=energy * _CM_TO_K, weights=weight,
+    return Molecule(name=name, molecular_mass=mass, level_energy=energy_k, weights=weight,
                     quantum_numbers=tuple(labels), upper=upper, lower=lower, einstein_a=a_coef,
                     frequency=freq, partners=partners, path=Path(path), sha256=sha256)

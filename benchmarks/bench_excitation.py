@@ -14,6 +14,11 @@ N/fwhm up to 1e14 n_H2: x_tracer <= 6e-6 over at most 5 pc per km/s) and prints 
 relative error of the two quantities the transfer uses: the emissivity (upper-level
 population) and the absorption (x_l g_u/g_l - x_u) of 13CO 2-1.
 
+Last, it observes ``make_cmz(SMALL, seed=3)`` in 13CO(2-1) in LTE, with escape-probability
+excitation (the default) and with the trapping length near zero (optically thin populations,
+as a solver without trapping gives) and prints the cube peak, the latitude-mean PV peak and
+the integrated intensity relative to LTE.
+
     python benchmarks/bench_excitation.py --threads 2 --json benchmarks/results/excitation_cpu.json
 """
 
@@ -75,6 +80,22 @@ def accuracy(cache: str) -> dict:
             "absorption_rel_err_max": float(absorb.max())}
 
 
+def brightness(cache: str) -> dict:
+    os.environ["IRIS_NB_CACHE"] = cache
+    from iris_nb.grids import SMALL
+    from iris_nb.sim import LineObserver, make_cmz
+    field = make_cmz(SMALL, seed=3)
+    out = {}
+    for label, kwargs in (("lte", {"excitation": "lte"}), ("escape", {}),
+                          ("escape, no trapping", {"trapping_length": 1e-6})):
+        cube = LineObserver(SMALL, **kwargs).observe(field)
+        out[label] = {"cube_peak_K": float(cube.max()), "pv_peak_K": float(cube.mean("lat").max()),
+                      "integrated": float(cube.sum())}
+    for row in out.values():
+        row["integrated_vs_lte"] = row["integrated"] / out["lte"]["integrated"]
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -88,6 +109,7 @@ def main():
         files = list(Path(cache, "excitation").glob("*.pt"))
         size = files[0].stat().st_size / 2**20
         acc = accuracy(cache)
+        bright = brightness(cache)
     print(f"13CO table build (empty cache)  {build:6.2f} s   (target < 10 s)")
     print(f"13CO table load (cached, {size:.1f} MiB) {load:6.3f} s   (target < 0.5 s)")
     print("look-up vs direct solve, 2000 random points in the observer's range, 13CO 2-1:")
@@ -95,11 +117,15 @@ def main():
           f"max {acc['emissivity_rel_err_max']:.1e}")
     print(f"  absorption:       median {acc['absorption_rel_err_median']:.1e}, 99% {acc['absorption_rel_err_p99']:.1e}, "
           f"max {acc['absorption_rel_err_max']:.1e}")
+    print("make_cmz(SMALL, seed=3) in 13CO(2-1):")
+    for label, row in bright.items():
+        print(f"  {label:20s} cube peak {row['cube_peak_K']:5.1f} K, PV peak {row['pv_peak_K']:5.2f} K, "
+              f"integrated {row['integrated_vs_lte']:.3f} x LTE")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"load_average": os.getloadavg()[0], "threads": args.threads,
                                          "build_seconds": build, "load_seconds": load, "file_MiB": size,
-                                         **acc}, indent=2))
+                                         **acc, "make_cmz_small_seed3": bright}, indent=2))
         print(f"wrote {args.json}")
 
 

@@ -133,13 +133,14 @@ class ExcitationTable:
         ``n_h2`` (cm-3), ``t_kin`` (K) and ``column_per_fwhm`` (cm-2 per km/s) are tensors of one
         shape ``S`` on one device; values outside :data:`AXES` are clamped to the table's edges
         (zero densities take the lowest density).  Returns ``(len(levels), *S)`` fractional
-        populations in the dtype of ``t_kin``, trilinear in the log-populations over the log axes.
+        populations in the dtype of ``t_kin``, trilinear in the log-populations over the log axes
+        (differentiable in the inputs inside the table; zero gradient where they are clamped).
         """
         levels = tuple(int(i) for i in levels)
         table = self._table_on(t_kin.device, levels)
         coords = []
         for value, (lo, hi, _) in zip((column_per_fwhm, t_kin, n_h2), reversed(list(AXES.values()))):
-            x = torch.log10(value.detach().float().clamp_min(1e-30))
+            x = torch.log10(value.float().clamp_min(1e-30))  # differentiable: grid_sample passes gradients
             coords.append(((x - lo) / (hi - lo) * 2.0 - 1.0).clamp(-1.0, 1.0))
         grid = torch.stack(coords, dim=-1).reshape(1, 1, 1, -1, 3)  # (x=W: cpf, y=H: t, z=D: n)
         out = torch.nn.functional.grid_sample(table, grid, mode="bilinear", align_corners=True)

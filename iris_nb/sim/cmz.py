@@ -48,14 +48,23 @@ CMZ_PARAMETERS = {
     "density_scale": (0.25, 1.0, "overall factor multiplying every density, as in the IRIS paper", ""),
     "ring_semi_major": (80.0, 120.0, "semi-major axis a of the x2 ring", "pc"),
     "ring_axis_ratio": (0.5, 0.8, "minor over major axis b / a of the ring", ""),
-    "ring_angle": (10.0, 50.0, "angle of the ring's major axis from the GC -> Sun line towards "
-                   "positive longitude (its near end is at positive longitude)", "deg"),
+    "ring_bar_angle": (60.0, 120.0, "angle from the bar's major axis to the ring's major axis: x2 "
+                       "orbits are elongated across the bar (ring_angle = bar_angle + this, unless "
+                       "ring_angle is given)", "deg"),
+    "ring_coverage": (0.6, 1.3, "fraction of the ring's orbit holding gas: >= 1 a closed ring, less an "
+                      "open stream with a gap", ""),
+    "ring_gap_phase": (0.0, 360.0, "eccentric anomaly of the middle of the stream's gap", "deg"),
+    "ring_lopsidedness": (0.0, 0.6, "m = 1 asymmetry: ring and cloud densities vary as "
+                          "1 + lopsidedness cos(E - ring_lopsided_phase) along the orbit", ""),
+    "ring_lopsided_phase": (0.0, 360.0, "eccentric anomaly where the ring is densest", "deg"),
     "ring_speed": (80.0, 120.0, "mean orbital speed on the ring (fastest at the minor-axis ends)", "km/s"),
     "ring_width": (5.0, 15.0, "Gaussian sigma of the ring's in-plane cross-section", "pc"),
     "ring_density": (60.0, 200.0, "total gas density on the ring's mid-line", "solMass / pc3"),
     "ring_twist": (0.0, 15.0, "amplitude of the ring mid-plane's vertical oscillation "
                    "z = twist sin(2 E + phase), twice per orbit", "pc"),
     "ring_twist_phase": (0.0, 360.0, "phase of the ring's vertical oscillation", "deg"),
+    "latitude_offset": (-0.10, 0.02, "latitude of the CMZ mid-plane seen from the Sun (the real "
+                        "centroid is near b = -0.05 deg): every structure is shifted by R0 tan(b)", "deg"),
     "scale_height": (10.0, 30.0, "Gaussian sigma of the vertical profile of ring, clouds and lanes", "pc"),
     "bar_angle": (20.0, 30.0, "angle of the bar's major axis from the GC -> Sun line (near end at "
                   "positive longitude)", "deg"),
@@ -75,10 +84,12 @@ CMZ_PARAMETERS = {
     "turbulence_slope": (3.0, 4.0, "beta of the 3D power spectrum P(k) ~ k^-beta of ln(density) "
                          "(a 2D slice has k^-(beta - 1))", ""),
     "velocity_dispersion": (3.0, 15.0, "standard deviation of the turbulent line-of-sight velocity", "km/s"),
+    "turbulent_b": (3.0, 10.0, "microturbulent Doppler parameter of motions below the grid scale "
+                    "(the field's turbulent_b; b = sqrt(2) sigma)", "km/s"),
     "molecular_density": (1.0, 5.0, "density at which gas is half molecular (x_h2 = 0.25), half-way "
                           "between the two temperatures and has half its CO", "solMass / pc3"),
-    "temperature_dense": (50.0, 100.0, "kinetic temperature of dense gas", "K"),
-    "temperature_diffuse": (150.0, 300.0, "kinetic temperature of diffuse gas", "K"),
+    "temperature_dense": (20.0, 80.0, "kinetic temperature of dense gas", "K"),
+    "temperature_diffuse": (60.0, 250.0, "kinetic temperature of diffuse gas (at least temperature_dense)", "K"),
     "tracer_abundance": (2.5e-6, 6e-6, "13CO per H2 in dense gas (CO/H2 = 1e-4 over 12C/13C = 25 "
                          "gives 4e-6)", ""),
     "dust_temperature": (18.0, 30.0, "dust temperature in dense gas (diffuse dust up to 20% warmer)", "K"),
@@ -89,8 +100,9 @@ VELOCITY_SPECTRUM_SLOPE = 4.0
 """Slope of the 3D power spectrum of the turbulent velocity (Burgers-like, supersonic)."""
 
 _INTEGER = {"cloud_count"}
-_ANY_SIGN = {"ring_angle", "ring_twist_phase", "bar_angle", "lane_offset", "turbulence_slope"}
-_POSITIVE = {"ring_semi_major", "ring_width", "scale_height", "lane_start", "lane_width", "cloud_radius",
+_ANY_SIGN = {"ring_angle", "ring_bar_angle", "ring_twist_phase", "bar_angle", "lane_offset", "turbulence_slope",
+             "ring_gap_phase", "ring_lopsided_phase", "latitude_offset"}
+_POSITIVE = {"ring_semi_major", "ring_width", "ring_coverage", "scale_height", "lane_start", "lane_width", "cloud_radius",
              "diffuse_scale_length", "diffuse_height", "molecular_density", "temperature_dense",
              "temperature_diffuse", "dust_temperature"}
 _CHUNK_CELLS = 1 << 21  # cells per block of distance rows (8 MB per float32 temporary)
@@ -112,6 +124,11 @@ def _check_value(name: str, value):
                          f"(typical range {CMZ_PARAMETERS[name][:2]})")
     if name == "ring_axis_ratio" and value > 1:
         raise ValueError(f"ring_axis_ratio={value} must be <= 1 (b / a of the ring)")
+    if name == "ring_lopsidedness" and value >= 1:
+        raise ValueError(f"ring_lopsidedness={value} must be < 1 (densities stay positive)")
+    if name == "latitude_offset" and abs(value) > 1:
+        raise ValueError(f"latitude_offset={value} deg is beyond the CMZ; give a small offset (typical "
+                         f"range {CMZ_PARAMETERS[name][:2]})")
     return value
 
 
@@ -120,9 +137,18 @@ def draw_cmz_parameters(rng: np.random.Generator, **params) -> dict:
 
     All parameters are always drawn in table order (so explicit values leave the others
     unchanged).  Unknown names raise :class:`TypeError` listing the valid ones.  Returns a
-    dict of plain floats (``cloud_count`` an int), in the units of the table.
+    dict of plain floats (``cloud_count`` an int), in the units of the table, plus
+    ``ring_angle`` (deg from the GC -> Sun line: ``bar_angle + ring_bar_angle``, or the
+    explicit value, which then sets ``ring_bar_angle``).
     """
+    ring_angle = params.pop("ring_angle", None)
     drawn = draw_parameters(rng, CMZ_PARAMETERS, _INTEGER, params, "make_cmz", _check_value)
+    if ring_angle is None:
+        drawn["ring_angle"] = drawn["bar_angle"] + drawn["ring_bar_angle"]
+    else:
+        drawn["ring_angle"] = _check_value("ring_angle", ring_angle)
+        drawn["ring_bar_angle"] = drawn["ring_angle"] - drawn["bar_angle"]
+    drawn["temperature_diffuse"] = max(drawn["temperature_diffuse"], drawn["temperature_dense"])
     if drawn["lane_start"] <= drawn["ring_semi_major"]:
         raise ValueError(f"lane_start ({drawn['lane_start']} pc) must exceed ring_semi_major "
                          f"({drawn['ring_semi_major']} pc): the dust lanes feed the ring from outside")
@@ -131,7 +157,12 @@ def draw_cmz_parameters(rng: np.random.Generator, **params) -> dict:
 
 def _draw_clouds(rng: np.random.Generator, ring: Ring, p: dict) -> dict:
     n = p["cloud_count"]
-    anomaly = rng.uniform(0.0, 2 * np.pi, n)
+    # anomalies drawn from the ring's own density along the orbit (open stream, lopsided)
+    candidates = rng.uniform(0.0, 2 * np.pi, 8 * n + 64)
+    keep = rng.uniform(0.0, 1.0 + p["ring_lopsidedness"], candidates.size) < ring.modulation(candidates)
+    anomaly = candidates[keep][:n]
+    if anomaly.size < n:  # (practically never) top up uniformly
+        anomaly = np.concatenate([anomaly, rng.uniform(0.0, 2 * np.pi, n - anomaly.size)])
     offset = rng.normal(0.0, 0.5 * p["ring_width"], n)
     x, y = ring.point(anomaly, offset)
     z = ring.height(anomaly) + rng.normal(0.0, p["scale_height"] / 3.0, n)
@@ -162,8 +193,9 @@ def _plane_maps(x, y, sun_r0, ring, lanes, p):
     }
 
 
-def _cloud_boxes(clouds: dict, grid: Grid, r0: float) -> list:
-    """Per cloud: index ranges ``(d0, d1, l0, l1, b0, b1)`` within 5 sigma, then ``(x, y, z, r, peak)``."""
+def _cloud_boxes(clouds: dict, grid: Grid, r0: float, z_offset: float = 0.0) -> list:
+    """Per cloud: index ranges ``(d0, d1, l0, l1, b0, b1)`` within 5 sigma, then ``(x, y, z, r, peak)``
+    (``z`` above the CMZ mid-plane, which lies ``z_offset`` pc above the Sun's plane)."""
     boxes = []
 
     def index_range(axis, lo, hi):
@@ -172,9 +204,10 @@ def _cloud_boxes(clouds: dict, grid: Grid, r0: float) -> list:
         return i0, i1
 
     for xc, yc, zc, rc, peak in zip(clouds["x"], clouds["y"], clouds["z"], clouds["radius"], clouds["peak"]):
-        dist = math.sqrt(xc * xc + (yc + r0) ** 2 + zc * zc)
+        z_sky = zc + z_offset
+        dist = math.sqrt(xc * xc + (yc + r0) ** 2 + z_sky * z_sky)
         reach = 5.0 * rc
-        lon_c, lat_c = math.degrees(math.atan2(xc, yc + r0)), math.degrees(math.asin(zc / dist))
+        lon_c, lat_c = math.degrees(math.atan2(xc, yc + r0)), math.degrees(math.asin(z_sky / dist))
         spread = math.degrees(reach / (dist - reach))
         box = (index_range(grid.distance, dist - reach, dist + reach)
                + index_range(grid.lon, lon_c - spread, lon_c + spread)
@@ -213,6 +246,7 @@ def _fill_block(out, maps, block, d, lat, boxes, p):
     sub = (slice(d0, d1), slice(None), slice(b0, b1))
     b = np.radians(lat[b0:b1])
     z = (d[d0:d1, None, None] * np.sin(b)[None, None, :]).astype(f32)          # (nd, 1, nb) pc
+    z -= f32(p["z_offset"])  # height above the CMZ's own (offset) mid-plane
     cos_b = np.cos(b).astype(f32)[None, None, :]
     m = {key: value[d0:d1, :, None] for key, value in maps.items() if key not in ("x", "y")}
     h, hd = f32(p["scale_height"]), f32(p["diffuse_height"])
@@ -302,10 +336,13 @@ def make_cmz(grid: Grid, seed: int = 0, **params):
     streams = np.random.SeedSequence(int(seed)).spawn(4)
     p = draw_cmz_parameters(np.random.default_rng(streams[0]), **params)
     r0 = grid.observer_distance
+    z_offset = r0 * math.tan(math.radians(p["latitude_offset"]))
     ring = Ring(p["ring_semi_major"], p["ring_axis_ratio"], p["ring_angle"], p["ring_speed"],
-                p["ring_twist"], p["ring_twist_phase"])
+                p["ring_twist"], p["ring_twist_phase"], coverage=p["ring_coverage"],
+                gap_phase_deg=p["ring_gap_phase"], lopsidedness=p["ring_lopsidedness"],
+                lopsided_phase_deg=p["ring_lopsided_phase"])
     lanes = DustLanes(ring, p["bar_angle"], p["lane_start"], p["lane_offset"], p["lane_speed"])
-    boxes = _cloud_boxes(_draw_clouds(np.random.default_rng(streams[1]), ring, p), grid, r0)
+    boxes = _cloud_boxes(_draw_clouds(np.random.default_rng(streams[1]), ring, p), grid, r0, z_offset)
 
     d, lon, lat = grid.distance.centers(), grid.lon.centers(), grid.lat.centers()
     shape = (d.size, lon.size, lat.size)
@@ -329,5 +366,6 @@ def make_cmz(grid: Grid, seed: int = 0, **params):
         d1 = min(d.size, d0 + rows)
         for maps, runs in groups:
             for b0, b1 in runs:
-                _fill_block(out, maps, (d0, d1, b0, b1), d, lat, boxes, p)
-    return field_from_arrays(grid, **out, parameters=p, seed=int(seed), model="make_cmz")
+                _fill_block(out, maps, (d0, d1, b0, b1), d, lat, boxes, {**p, "z_offset": z_offset})
+    return field_from_arrays(grid, **out, turbulent_b=p["turbulent_b"], parameters=p, seed=int(seed),
+                             model="make_cmz")

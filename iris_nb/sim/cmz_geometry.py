@@ -43,9 +43,16 @@ class Ring:
         Mean orbital speed on the ring, km/s.
     twist, twist_phase_deg:
         The ring's mid-plane oscillates as ``z = twist sin(2 E + phase)`` (pc), twice per orbit.
+    coverage, gap_phase_deg:
+        Fraction of the orbit that holds gas: ``>= 1`` a closed ring; below 1 an open stream
+        whose gap of ``(1 - coverage) 2 pi`` in eccentric anomaly is centred on ``gap_phase``,
+        with edges tapered over 0.3 rad.
+    lopsidedness, lopsided_phase_deg:
+        Density along the orbit varies as ``1 + lopsidedness cos(E - phase)`` (m = 1 mode).
     """
 
-    def __init__(self, semi_major, axis_ratio, angle_deg, speed, twist=0.0, twist_phase_deg=0.0):
+    def __init__(self, semi_major, axis_ratio, angle_deg, speed, twist=0.0, twist_phase_deg=0.0,
+                 coverage=1.0, gap_phase_deg=0.0, lopsidedness=0.0, lopsided_phase_deg=0.0):
         self.a = float(semi_major)
         self.b = float(semi_major) * float(axis_ratio)
         self.major = direction(angle_deg)
@@ -55,6 +62,21 @@ class Ring:
         self.omega = float(speed) / mean_speed_per_omega  # km/s per pc
         self.twist = float(twist)
         self.twist_phase = math.radians(twist_phase_deg)
+        self.coverage = float(coverage)
+        self.gap_phase = math.radians(gap_phase_deg)
+        self.lopsidedness = float(lopsidedness)
+        self.lopsided_phase = math.radians(lopsided_phase_deg)
+
+    def modulation(self, anomaly):
+        """Density factor along the orbit at eccentric anomaly ``anomaly`` (rad): the m = 1
+        asymmetry times the open stream's gap (0 in the gap, 1 on the stream)."""
+        out = 1.0 + self.lopsidedness * np.cos(anomaly - self.lopsided_phase)
+        if self.coverage < 1.0:
+            half_gap = (1.0 - self.coverage) * np.pi
+            from_gap = np.abs(np.angle(np.exp(1j * (anomaly - self.gap_phase))))  # 0 .. pi
+            taper = 0.3
+            out = out * np.clip((from_gap - half_gap) / taper + 0.5, 0.0, 1.0)
+        return out
 
     def to_frame(self, x, y):
         """Ring-frame coordinates ``(x', y')`` (pc) of Galactocentric ``(x, y)``."""
@@ -87,8 +109,8 @@ class Ring:
         s = np.sqrt(u * u + v * v)
         grad = np.sqrt((u / self.a) ** 2 + (v / self.b) ** 2) / np.maximum(s, 1e-12)
         gap = (s - 1.0) / np.maximum(grad, 1e-12)
-        profile = np.exp(-0.5 * (gap / width) ** 2)
         anomaly = np.arctan2(v, u)
+        profile = np.exp(-0.5 * (gap / width) ** 2) * self.modulation(anomaly)
         vxp = -self.omega * (self.a / self.b) * yp
         vyp = self.omega * (self.b / self.a) * xp
         vx, vy = self.from_frame(vxp, vyp)

@@ -15,6 +15,9 @@ variable           units            meaning
 ``x_h2``           (none)           H2 molecules per H nucleus, 0 .. 0.5
 ``x_tracer``       (none)           tracer molecules (13CO) per H2 molecule
 ``temperature_dust`` K              optional dust temperature (> 0)
+``turbulent_b``    km/s             optional microturbulent Doppler parameter (>= 0) of
+                                    motions below the grid scale, ``b = sqrt(2) sigma``:
+                                    one value per field (a 0-d variable) or per cell
 ================== ================ ==================================================
 
 and the dataset attrs ``grid`` (``Grid.to_json()`` text), ``parameters`` (JSON text of the
@@ -66,7 +69,7 @@ DEFAULT_TRACER_ABUNDANCE = 1e-4 / 25.0
 
 FIELD_DIMS = ("distance", "lon", "lat")
 REQUIRED_VARIABLES = ("density", "velocity_los", "temperature", "x_h2", "x_tracer")
-OPTIONAL_VARIABLES = ("temperature_dust",)
+OPTIONAL_VARIABLES = ("temperature_dust", "turbulent_b")
 FIELD_UNITS = {
     "density": "solMass / pc3",
     "velocity_los": "km / s",
@@ -74,6 +77,7 @@ FIELD_UNITS = {
     "x_h2": "",
     "x_tracer": "",
     "temperature_dust": "K",
+    "turbulent_b": "km / s",
 }
 
 
@@ -192,6 +196,9 @@ def validate_field(field: xr.Dataset, grid: Grid | None = None) -> Grid:
     names = list(REQUIRED_VARIABLES) + [n for n in OPTIONAL_VARIABLES if n in field.data_vars]
     for name in names:
         var = field[name]
+        if name == "turbulent_b" and var.ndim == 0:
+            _unit_factor(name, var.attrs.get("units"))
+            continue
         if set(var.dims) != set(FIELD_DIMS) or var.ndim != 3:
             raise ValueError(f"field variable {name!r} has dims {var.dims}; expected "
                              f"{FIELD_DIMS} (transpose or rename the dims)")
@@ -225,6 +232,8 @@ def validate_field(field: xr.Dataset, grid: Grid | None = None) -> Grid:
                              "a fully molecular gas has x_h2 = 0.5")
         if name == "x_tracer" and low < 0:
             raise ValueError(f"field x_tracer must be >= 0, min is {low:g}")
+        if name == "turbulent_b" and low < 0:
+            raise ValueError(f"field turbulent_b (km/s) must be >= 0, min is {low:g}")
     if "grid" in field.attrs or grid is None:
         return own
     return grid
@@ -249,7 +258,8 @@ def field_tensors(field_or_list, device=None, dtype=torch.float32, validate: boo
         Each variable as a ``(B, distance, lon, lat)`` tensor (``B = 1`` for one Dataset) in
         the units of :data:`FIELD_UNITS` (solMass / pc3, km/s, K, dimensionless); attrs
         units that differ (e.g. density in g / cm3) are converted.  ``temperature_dust`` is
-        included when every field has it.
+        included when every field has it; ``turbulent_b`` too, as ``(B, 1, 1, 1)`` when every
+        field holds one value and ``(B, distance, lon, lat)`` otherwise.
     """
     fields = [field_or_list] if isinstance(field_or_list, xr.Dataset) else list(field_or_list)
     if not fields:
@@ -268,12 +278,23 @@ def field_tensors(field_or_list, device=None, dtype=torch.float32, validate: boo
         raise ValueError("some fields have temperature_dust and some do not; add it to all or drop it "
                          "(field.drop_vars('temperature_dust'))")
     names = list(REQUIRED_VARIABLES) + (["temperature_dust"] if all(has_dust) else [])
+    has_b = ["turbulent_b" in f.data_vars for f in fields]
+    if any(has_b) and not all(has_b):
+        raise ValueError("some fields have turbulent_b and some do not; add it to all or drop it "
+                         "(field.drop_vars('turbulent_b'))")
+    scalar_b = all(has_b) and all(f["turbulent_b"].ndim == 0 for f in fields)
+    names += ["turbulent_b"] if all(has_b) else []
     out = {}
     for name in names:
         arrays = []
         for field in fields:
-            var = field[name].transpose(*FIELD_DIMS)
-            arr = np.asarray(var.values)
+            var = field[name]
+            if name == "turbulent_b" and scalar_b:
+                arr = np.asarray(var.values, dtype=np.float64).reshape(1, 1, 1)
+            elif var.ndim == 0:
+                arr = np.broadcast_to(np.asarray(var.values), tuple(field.sizes[d] for d in FIELD_DIMS))
+            else:
+                arr = np.asarray(var.transpose(*FIELD_DIMS).values)
             factor = _unit_factor(name, var.attrs.get("units"))
             if factor != 1.0:
                 arr = arr * factor
@@ -299,7 +320,7 @@ def _field_attrs(grid: Grid, attrs: dict) -> dict:
 
 def field_from_arrays(grid: Grid, density=0.0, velocity_los=0.0, temperature=DEFAULT_TEMPERATURE,
                       x_h2=0.5, x_tracer=DEFAULT_TRACER_ABUNDANCE, temperature_dust=None,
-                      **attrs) -> xr.Dataset:
+                      turbulent_b=None, **attrs) -> xr.Dataset:
     """Build a validated field from arrays (or scalars) on ``grid``.
 
     Parameters
@@ -318,6 +339,9 @@ def field_from_arrays(grid: Grid, density=0.0, velocity_los=0.0, temperature=DEF
         Tracer (13CO) per H2 (default :data:`DEFAULT_TRACER_ABUNDANCE`).
     temperature_dust:
         Optional dust temperature, K; left out when None.
+    turbulent_b:
+        Optional microturbulent Doppler parameter, km/s: a number (kept as one 0-d value) or
+        an array of the grid's shape; left out when None.
     **attrs:
         Dataset attrs; ``parameters`` (dict or JSON text), ``seed`` (int, default -1) and
         ``model`` (default ``"arrays"``) are normalised, anything else is copied.
@@ -350,6 +374,14 @@ def field_from_arrays(grid: Grid, density=0.0, velocity_los=0.0, temperature=DEF
                                  f"(distance, lon, lat) = {shape}; give an array of that shape or a "
                                  "scalar") from None
         data_vars[name] = (FIELD_DIMS, arr, {"units": FIELD_UNITS[name]})
+    if turbulent_b is not None:
+        b = np.asarray(turbulent_b.detach().cpu().numpy() if isinstance(turbulent_b, torch.Tensor) else turbulent_b,
+                       dtype=np.float32)
+        if b.ndim == 0:
+            data_vars["turbulent_b"] = ((), b, {"units": FIELD_UNITS["turbulent_b"]})
+        else:
+            data_vars["turbulent_b"] = (FIELD_DIMS, np.array(np.broadcast_to(b, shape), dtype=np.float32),
+                                        {"units": FIELD_UNITS["turbulent_b"]})
     field = xr.Dataset(data_vars, coords=_coords(grid), attrs=_field_attrs(grid, dict(attrs)))
     validate_field(field)
     return field

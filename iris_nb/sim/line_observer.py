@@ -107,7 +107,8 @@ class LineObserver(_Observer):
     ortho_para:
         H2 ortho/para ratio for the collision rates; ``None``: thermal (RADEX's rule).
     turbulent_b:
-        Microturbulent Doppler parameter, km/s (``b = sqrt(2) sigma``); default 2 km/s.
+        Microturbulent Doppler parameter, km/s (``b = sqrt(2) sigma``); default 2 km/s.  A field
+        that carries its own ``turbulent_b`` (per sample or per cell) uses that instead.
     subthermal, critical_density:
         ``subthermal=True`` is the old spelling of ``excitation="subthermal"``; the critical
         density (cm-3) of that mode.
@@ -290,6 +291,8 @@ class LineObserver(_Observer):
         n_batch, n_dist, n_lon, n_lat = fields["density"].shape
         n_ray, n_chan = n_lon * n_lat, self.grid.velocity.steps
         flat = {k: fields[k].reshape(n_batch, n_dist, n_ray) for k in names}
+        if "turbulent_b" in fields:  # the field's own line widths, per sample or per cell
+            flat["turbulent_b"] = self._turbulent_b(fields["turbulent_b"], fields["density"])
         per = self._rays_per_batch(fields["density"].device, fields["density"].element_size())
         n_lines = len(self.lines)
         excess, continuum = [[] for _ in range(n_lines)], [[] for _ in range(n_lines)]
@@ -301,6 +304,22 @@ class LineObserver(_Observer):
         out = [self._finish(torch.cat(e), torch.cat(c), ln, n_batch, n_lon, n_lat, n_chan)
                for e, c, ln in zip(excess, continuum, self.lines)]
         return torch.stack(out, dim=1) if self.multi_line else out[0]
+
+    @staticmethod
+    def _turbulent_b(b, density):
+        """A field's ``turbulent_b`` as ``(B, 1, rays)`` (one value per sample) or ``(B, distance, rays)``."""
+        n_batch, n_dist, n_lon, n_lat = density.shape
+        if not isinstance(b, torch.Tensor) or b.device != density.device:
+            raise ValueError("field variable 'turbulent_b' must be a tensor on the field's device")
+        if bool((b.detach() < 0).any()) or bool(torch.isnan(b.detach()).any()):
+            raise ValueError("field variable 'turbulent_b' (km/s) must be >= 0 and not NaN")
+        b = b.to(density.dtype)
+        if b.numel() == n_batch:
+            return b.reshape(n_batch, 1, 1).expand(n_batch, 1, n_lon * n_lat)
+        if tuple(b.shape) == tuple(density.shape):
+            return b.reshape(n_batch, n_dist, n_lon * n_lat)
+        raise ValueError(f"field variable 'turbulent_b' has shape {tuple(b.shape)}; give (B, 1, 1, 1) "
+                         f"(one value per sample) or (B, distance, lon, lat) = {tuple(density.shape)}")
 
     def _finish(self, excess, continuum, line, n_batch, n_lon, n_lat, n_chan):
         """Beam and output convention of one line: ``(B, lon, lat, velocity)`` in K."""
@@ -336,7 +355,7 @@ class LineObserver(_Observer):
         """Per-cell opacities and source terms of a ``(distance, rays)`` block, one dict per line."""
         temperature = block["temperature"]
         rho_h2 = h2_density(block["density"], block["x_h2"])
-        b = doppler_parameter(temperature, self.turbulent_b, self.line.molecular_mass)
+        b = doppler_parameter(temperature, block.get("turbulent_b", self.turbulent_b), self.line.molecular_mass)
         populations = None
         if self.excitation == "escape":
             levels = [i for pair in self._levels for i in pair]

@@ -29,7 +29,8 @@ def test_items_are_the_gas_model_fields_for_the_store_seeds():
     expected = field_tensors(make_cmz(GRID, seed=sample_seed(5, 1)))
     assert set(item) == set(expected)
     for name, value in item.items():
-        assert value.shape == (64, 64, 8) and value.dtype == torch.float32
+        shape = (1, 1, 1) if name == "turbulent_b" else (64, 64, 8)  # make_cmz's line width: one per field
+        assert value.shape == shape and value.dtype == torch.float32
         assert torch.equal(value, expected[name][0])
     assert data.sample_seed(1) == sample_seed(5, 1) == default_sample_seed(5, 1)
     assert torch.equal(data[1]["density"], data[-2]["density"])  # deterministic, negative index

@@ -39,7 +39,8 @@ def test_same_seed_is_bit_identical_and_seeds_differ(fields):
 def test_parameters_drawn_in_range_and_recorded(fields):
     for seed, field in fields.items():
         params = json.loads(field.attrs["parameters"])
-        assert set(params) == set(CMZ_PARAMETERS)
+        assert set(params) == set(CMZ_PARAMETERS) | {"ring_angle"}  # ring_angle is derived
+        assert params["ring_angle"] == pytest.approx(params["bar_angle"] + params["ring_bar_angle"])
         for name, (low, high, description, unit) in CMZ_PARAMETERS.items():
             assert low <= params[name] <= high, (name, params[name])
             assert description and isinstance(unit, str)
@@ -177,7 +178,7 @@ def test_make_cmz_log_density_spectrum_has_requested_slope():
 def test_wide_latitude_grid_is_symmetric_without_random_structure():
     # |b| up to 3 deg: several in-plane evaluations (d cos b shifts by > 1 distance pixel)
     wide = GRID.replace(lat=Axis(-3.0, 3.0, 12))
-    field = make_cmz(wide, seed=2, ring_twist=0.0, turbulence_sigma=0.0, velocity_dispersion=0.0,
+    field = make_cmz(wide, seed=2, ring_twist=0.0, turbulence_sigma=0.0, velocity_dispersion=0.0, latitude_offset=0.0,
                      cloud_count=0, scale_height=200.0, diffuse_height=300.0)
     validate_field(field, wide)
     rho = field["density"].values
@@ -197,3 +198,85 @@ def test_wide_latitude_grid_is_symmetric_without_random_structure():
     b_low, b_high = np.radians(wide.lat.centers()[[6, 11]])
     expected = d_plane * (np.cos(b_low) / np.cos(b_high) - 1) / GRID.distance.step
     assert high - low == pytest.approx(expected, abs=0.5)
+
+
+# ---------------------------------------------------------------- the family that brackets the sky
+def test_ring_is_drawn_across_the_bar():
+    from iris_nb.sim.cmz import draw_cmz_parameters
+    rng = np.random.default_rng(5)
+    drawn = [draw_cmz_parameters(rng) for _ in range(400)]
+    offsets = np.array([p["ring_angle"] - p["bar_angle"] for p in drawn])
+    assert 60 <= offsets.min() and offsets.max() <= 120
+    assert abs(offsets.mean() - 90) < 3 and offsets.std() > 10  # centred on 90 deg, with spread
+    fixed = draw_cmz_parameters(np.random.default_rng(1), ring_angle=40.0)
+    assert fixed["ring_angle"] == 40.0 and fixed["ring_bar_angle"] == pytest.approx(40.0 - fixed["bar_angle"])
+
+
+def _ring_only(seed=4, **params):
+    base = dict(lane_density=0.0, cloud_count=0, diffuse_density=0.5, turbulence_sigma=0.5, ring_twist=0.0,
+                ring_coverage=1.2, ring_lopsidedness=0.0, ring_axis_ratio=0.5)
+    base.update(params)
+    return make_cmz(GRID, seed=seed, **base)
+
+
+def _plane_coordinates():
+    d, lon = GRID.distance.centers(), GRID.lon.centers()
+    x, y, _ = cell_positions(d[:, None, None], lon[None, :, None], 0.0, GRID.observer_distance)
+    return np.broadcast_to(x, (d.size, lon.size, 1))[..., 0], np.broadcast_to(y, (d.size, lon.size, 1))[..., 0]
+
+
+def test_field_ring_major_axis_lies_across_the_bar():
+    x, y = _plane_coordinates()
+    for bar, across in ((25.0, 90.0), (22.0, 70.0)):
+        field = _ring_only(bar_angle=bar, ring_bar_angle=across)
+        w = h2_mass_weights(field).sum(axis=2)
+        r = np.hypot(x, y)
+        w = np.where((r > 40) & (r < 160), w, 0.0)
+        cxx, cyy, cxy = (w * x * x).sum(), (w * y * y).sum(), (w * x * y).sum()
+        # direction (sin t, -cos t) of the largest second moment
+        evals, evecs = np.linalg.eigh(np.array([[cxx, cxy], [cxy, cyy]]))
+        vx, vy = evecs[:, -1]
+        theta = np.degrees(np.arctan2(vx, -vy)) % 180.0
+        assert abs(((theta - (bar + across)) + 90) % 180 - 90) < 8, (theta, bar + across)
+
+
+def test_open_and_lopsided_ring():
+    x, y = _plane_coordinates()
+    r = np.hypot(x, y)
+    phase = np.degrees(np.arctan2(y, x))  # angle in the plane, deg
+    closed = h2_mass_weights(_ring_only(ring_bar_angle=90.0)).sum(axis=2)
+    # lopsided: the half of the ring around the densest phase holds most of the mass
+    lop = _ring_only(ring_bar_angle=90.0, ring_lopsidedness=0.6, ring_lopsided_phase=0.0)
+    w = np.where((r > 40) & (r < 160), h2_mass_weights(lop).sum(axis=2), 0.0)
+    import iris_nb.sim.cmz_geometry as geometry
+    ring = geometry.Ring(95.0, 0.5, json.loads(lop.attrs["parameters"])["ring_angle"], 100.0)
+    xp, yp = ring.to_frame(x, y)
+    anomaly = np.arctan2(yp / ring.b, xp / ring.a)
+    dense_half = np.cos(anomaly) > 0
+    assert w[dense_half].sum() / w.sum() > 0.62
+    # open: a coverage of 0.6 empties 40% of the orbit around the gap phase
+    open_ = _ring_only(ring_bar_angle=90.0, ring_coverage=0.6, ring_gap_phase=180.0)
+    w_open = np.where((r > 40) & (r < 160), h2_mass_weights(open_).sum(axis=2), 0.0)
+    w_closed = np.where((r > 40) & (r < 160), closed, 0.0)
+    gap = np.cos(anomaly) < -0.9  # within ~25 deg of E = 180 deg
+    assert w_open[gap].sum() < 0.1 * w_closed[gap].sum()
+    assert w_open[~gap].sum() > 0.5 * w_closed[~gap].sum()
+    del phase
+
+
+def test_latitude_offset_moves_the_gas_centroid():
+    lat = GRID.lat.centers()
+    for offset in (-0.08, 0.0):
+        field = _ring_only(latitude_offset=offset, scale_height=12.0)
+        w = h2_mass_weights(field).sum(axis=(0, 1))
+        assert np.sum(w * lat) / w.sum() == pytest.approx(offset, abs=0.012)
+
+
+def test_per_sample_line_widths_and_cooler_dense_gas(fields):
+    values = [float(f["turbulent_b"]) for f in fields.values()]
+    assert all(3.0 <= b <= 10.0 for b in values) and len(set(values)) == len(values)
+    assert fields[0]["turbulent_b"].attrs["units"] == "km / s"
+    from iris_nb.sim.cmz import draw_cmz_parameters
+    rng = np.random.default_rng(0)
+    dense = [draw_cmz_parameters(rng)["temperature_dense"] for _ in range(200)]
+    assert min(dense) < 30 and np.mean(np.array(dense) < 50) > 0.4  # not >= 50 K everywhere

@@ -339,3 +339,36 @@ def test_cuda_matches_cpu():
         gpu = obs({k: v.cuda() for k, v in t.items()})
         assert gpu.device.type == "cuda"
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-4, atol=1e-4 * float(cpu.abs().max()))
+
+
+def test_field_line_widths_replace_the_observer_default():
+    """A field's own ``turbulent_b`` (one value per field, or per cell) sets its line widths."""
+    grid = TINY
+    cells = {(6, 2, 1): (2.0, 0.0, 30.0)}
+    base = one_cell_field(grid, cells, x_tracer=1e-8)  # optically thin: the spectrum is the profile
+    v = torch.as_tensor(grid.velocity.centers())
+
+    def width(field, **kwargs):
+        spectrum = LineObserver(grid, beam=False, excitation="lte", **kwargs)(field_tensors(field))[0, 2, 1]
+        mean = (spectrum * v).sum() / spectrum.sum()
+        return float(torch.sqrt((spectrum * (v - mean) ** 2).sum() / spectrum.sum()))
+
+    def with_b(value):
+        data = {k: base[k].values for k in ("density", "velocity_los", "temperature", "x_tracer")}
+        return field_from_arrays(grid, **data, turbulent_b=value)
+
+    narrow, wide = with_b(3.0), with_b(12.0)
+    assert narrow["turbulent_b"].ndim == 0 and field_tensors([narrow, wide])["turbulent_b"].shape == (2, 1, 1, 1)
+    thermal = 2 * 1.380649e-23 * 30.0 / (29 * 1.66053907e-27) / 1e6  # (km/s)^2
+    for field, b in ((narrow, 3.0), (wide, 12.0)):  # sigma = b / sqrt(2), broadened by the channel width
+        expected = math.sqrt((thermal + b * b) / 2 + grid.velocity.step ** 2 / 12)
+        assert width(field, turbulent_b=0.5) == pytest.approx(expected, rel=0.05)
+    assert width(base, turbulent_b=12.0) == pytest.approx(width(wide), rel=1e-4)
+    per_cell = with_b(np.full((grid.distance.steps, grid.lon.steps, grid.lat.steps), 12.0))
+    assert per_cell["turbulent_b"].ndim == 3 and width(per_cell) == pytest.approx(width(wide), rel=1e-4)
+    t = field_tensors(wide)
+    t["turbulent_b"] = torch.ones(1, 2, 1, 1)
+    with pytest.raises(ValueError, match="turbulent_b"):
+        LineObserver(grid)(t)
+    with pytest.raises(ValueError, match="turbulent_b"):
+        with_b(-1.0)

@@ -17,6 +17,12 @@ window (:func:`litter_grid`): ``"near"`` from :data:`NEAR_SIDE_START` to the CMZ
    near arm appears at v ~ -50 km/s, the far arm at v ~ +50 km/s;
 4. giant molecular **clouds**: 3D Gaussians placed where the smooth gas is, each with its
    own random velocity;
+5. the **bar region** inside the hole, which the Galactic bar's own gas fills: gas on x1
+   orbits (nested ellipses along the bar, axis ratio 0.3-0.6, out to ``bar_length`` ~3 kpc,
+   flat mean orbital speed) and the two **bar dust lanes** on the bar's leading sides,
+   parallel to its major axis, where gas falls towards the CMZ at 100-200 km/s.  Seen at
+   |l| < 1.5 deg they put gas at |v| ~ 100-250 km/s outside the CMZ window (near and far),
+   as the real sky has;
 
 times a log-normal turbulent factor.  Every structure rotates on a flat rotation curve
 (solid body inside 500 pc); each cell takes the velocity of the structure that dominates its
@@ -41,6 +47,7 @@ from torch import nn
 
 from ..grids import Axis, Grid
 from .fields import field_from_arrays
+from .radiative import T_CMB, THIRTEEN_CO_21
 from .kinematics import cell_positions, line_of_sight_velocity
 from .parameters import draw_parameters
 from .turbulence import gaussian_random_field, lognormal_factor
@@ -71,6 +78,18 @@ LITTER_PARAMETERS = {
     "expanding_arm_radius": (2800.0, 3500.0, "Galactocentric radius of the 3-kpc arm", "pc"),
     "expanding_arm_width": (80.0, 200.0, "Gaussian sigma of the 3-kpc arm in radius", "pc"),
     "expanding_arm_speed": (45.0, 60.0, "outward radial speed of the 3-kpc arm", "km/s"),
+    "bar_angle": (20.0, 30.0, "angle of the bar's major axis from the GC -> Sun line (near end at "
+                  "positive longitude)", "deg"),
+    "bar_length": (2500.0, 3500.0, "semi-major axis of the outermost x1 orbit", "pc"),
+    "x1_axis_ratio": (0.3, 0.6, "minor over major axis of the x1 orbits", ""),
+    "x1_density": (0.005, 0.05, "mid-plane density of the x1-orbit gas near the bar's centre "
+                   "(falls as exp(-2 s) with the elliptical radius s, 0 beyond the bar)", "solMass / pc3"),
+    "x1_speed": (150.0, 230.0, "mean orbital speed along an x1 orbit", "km/s"),
+    "bar_lane_density": (0.05, 0.4, "mid-line density of the bar dust lanes", "solMass / pc3"),
+    "bar_lane_offset": (150.0, 450.0, "distance of the dust lanes from the bar's major axis, on its "
+                        "leading sides", "pc"),
+    "bar_lane_width": (40.0, 120.0, "Gaussian sigma of the dust lanes' cross-section", "pc"),
+    "bar_lane_speed": (100.0, 200.0, "inflow speed along the dust lanes, towards the centre", "km/s"),
     "cloud_count": (10, 60, "giant molecular clouds in the window (integer)", ""),
     "cloud_radius": (5.0, 20.0, "largest Gaussian sigma of a cloud (each draws 0.4-1 times it)", "pc"),
     "cloud_density": (2.0, 20.0, "largest cloud peak density (each draws 0.3-1 times it)", "solMass / pc3"),
@@ -89,6 +108,7 @@ LITTER_PARAMETERS = {
 
 _INTEGER = {"arm_count", "cloud_count"}
 _POSITIVE = {"ring_radius", "ring_width", "hole_radius", "disc_height", "arm_width", "expanding_arm_radius",
+             "bar_length", "x1_axis_ratio", "bar_lane_width",
              "expanding_arm_width", "cloud_radius", "molecular_density", "temperature_dense",
              "temperature_diffuse", "dust_temperature"}
 _CHUNK_CELLS = 1 << 20  # cells per block of distance rows (~100 MB of float64 temporaries)
@@ -158,6 +178,35 @@ def _structures(radius, p, arms):
     return out
 
 
+def _bar_gas(x, y, p):
+    """Density (solMass / pc3, mid-plane) and velocity (km/s) of the x1-orbit gas and of the bar
+    dust lanes at in-plane points ``x, y`` (pc): ``[(rho, vx, vy), (rho, vx, vy)]``."""
+    angle = math.radians(p["bar_angle"])
+    u = (math.sin(angle), -math.cos(angle))  # bar major axis, towards its near end
+    n = (math.cos(angle), math.sin(angle))   # +90 deg: the near end's leading side (prograde rotation)
+    xp, yp = x * u[0] + y * u[1], x * n[0] + y * n[1]
+    a, q = p["bar_length"], p["x1_axis_ratio"]
+    s = np.sqrt((xp / a) ** 2 + (yp / (q * a)) ** 2)
+    edge = np.clip((1.0 - s) / 0.1, 0.0, 1.0)  # the bar ends over the last 10% of its length
+    rho_x1 = p["x1_density"] * np.exp(-2.0 * s) * edge
+    # x1 orbits: ellipses run through at constant d(anomaly)/dt, mean speed x1_speed on each
+    anomaly = np.linspace(0.0, 2 * np.pi, 256, endpoint=False)
+    mean_per_omega = np.mean(np.hypot(np.sin(anomaly), q * np.cos(anomaly))) * a
+    omega = p["x1_speed"] / (np.maximum(s, 1e-3) * mean_per_omega)
+    vxp, vyp = -omega * yp / q, omega * q * xp
+    x1 = (rho_x1, vxp * u[0] + vyp * n[0], vxp * u[1] + vyp * n[1])
+    # lanes: parallel to the bar at +offset (near half) and -offset (far half), point-symmetric
+    near_half = xp >= 0
+    side = np.where(near_half, 1.0, -1.0)
+    gap = np.abs(yp - side * p["bar_lane_offset"])
+    along = np.abs(xp)
+    beyond = np.clip(along - a, 0.0, None)
+    rho_lane = p["bar_lane_density"] * np.exp(-0.5 * (gap**2 + beyond**2) / p["bar_lane_width"] ** 2)
+    inflow = -side * p["bar_lane_speed"]  # towards the centre along the bar axis
+    lanes = (rho_lane, inflow * u[0] * np.ones_like(x), inflow * u[1] * np.ones_like(x))
+    return [x1, lanes]
+
+
 def _draw_structure(rng, grid: Grid, p: dict):
     """Arms ``[(radius pc, radial streaming km/s)]`` and clouds ``[(x, y, z, sigma, peak, vx, vy, d)]``
     (pc, pc, pc, pc, solMass / pc3, km/s, km/s, heliocentric pc)."""
@@ -207,6 +256,12 @@ def _fill_block(out, grid, rows, p, arms, clouds):
         v_radial = np.where(wins, speed, v_radial)
     vx = (v_radial * x - v_phi * y) / radius
     vy = (v_radial * y + v_phi * x) / radius
+    for rho, bvx, bvy in _bar_gas(x, y, p):
+        rho = (rho * vertical).astype(np.float32)
+        total += rho
+        wins = rho > best
+        best = np.where(wins, rho, best)
+        vx, vy = np.where(wins, bvx, vx), np.where(wins, bvy, vy)
     for xc, yc, zc, sigma, peak, cvx, cvy, dist in clouds:
         reach = 4.0 * sigma
         spread = math.degrees(reach / max(dist - reach, 1.0))
@@ -338,14 +393,32 @@ class Litter(nn.Module):
         Factor (>= 0) multiplying every litter image.
     generator:
         Default ``torch.Generator`` of the draws (``forward(generator=...)`` overrides it).
+    foreground:
+        Which datasets hold gas *in front of* the CMZ, whose line absorbs the CMZ's emission:
+        ``None`` (default) takes the datasets whose grid lies on the near side of the Galactic
+        Centre (stores written on ``litter_grid(grid, "near")``); or a bool, or one per dataset.
+    excitation_temperature:
+        Excitation temperature (K) of the foreground gas's line; default 8 K (sub-thermal
+        13CO(2-1) in cold disc clouds).
+    rest_frequency:
+        Line frequency, GHz, for the Planck function; default the datasets' grid's (13CO(2-1)).
 
-    ``forward(x)`` with ``x`` of shape ``(B, 1, lon, v)`` or ``(B, lon, v)`` returns
-    ``x + scale * litter`` (a new tensor on ``x``'s device and dtype): for every dataset and
-    sample, independently with probability ``p``, one image drawn uniformly from the dataset.
-    Targets are never touched.  Add litter before noise: litter is noise-free gas.
+    ``forward(x)`` with ``x`` of shape ``(B, 1, lon, v)`` or ``(B, lon, v)`` returns, for every
+    dataset and sample independently with probability ``p``, the input with one image drawn
+    uniformly from the dataset: behind the CMZ the image adds, ``x + scale * litter``; in front
+    of it (``foreground``) the foreground gas is an absorbing layer at ``T_ex``: a layer that
+    emits ``T_fg = [J(T_ex) - J(T_CMB)] (1 - e^-tau)`` transmits ``e^-tau = 1 - T_fg / [J(T_ex)
+    - J(T_CMB)]`` of what lies behind, so ``x * (1 - T_fg / dJ) + T_fg`` (the transmission
+    kept >= 0.05).  The PV images are latitude means, so this takes the foreground as uniform
+    over latitude within a pixel (clumpy foregrounds absorb somewhat less).  Absorption needs
+    brightness temperatures (K); litter in column units (``SimpleObserver``) only adds.
+    A new tensor on ``x``'s device and dtype; targets are never touched.  Add litter before
+    noise: litter is noise-free gas.
     """
 
-    def __init__(self, dataset, p=0.5, scale: float = 1.0, generator: torch.Generator | None = None) -> None:
+    def __init__(self, dataset, p=0.5, scale: float = 1.0, generator: torch.Generator | None = None,
+                 foreground=None, excitation_temperature: float = 8.0,
+                 rest_frequency: float | None = None) -> None:
         super().__init__()
         datasets = list(dataset) if isinstance(dataset, (list, tuple)) else [dataset]
         if not datasets:
@@ -385,10 +458,41 @@ class Litter(nn.Module):
             raise ValueError(f"litter datasets have different observation units {sorted(units)}; "
                              "open them with PreObservedDataset(..., units={'observation': ...})")
         self.units = units.pop() if units else None
+        self.foreground = self._foreground(foreground)
+        if not (isinstance(excitation_temperature, numbers.Real) and math.isfinite(excitation_temperature)
+                and excitation_temperature > T_CMB):
+            raise ValueError(f"excitation_temperature is the foreground line's T_ex in K and must exceed the "
+                             f"CMB's {T_CMB} K, got {excitation_temperature!r}")
+        grids = [g for g in (getattr(d, "grid", None) for d in self.datasets) if isinstance(g, Grid)]
+        if rest_frequency is None:
+            rest_frequency = grids[0].rest_frequency if grids else THIRTEEN_CO_21.rest_frequency
+        t0 = 0.0479924307 * float(rest_frequency)  # h nu / k in K, nu in GHz
+        self.excitation_temperature = float(excitation_temperature)
+        self.rest_frequency = float(rest_frequency)
+        self._layer_contrast = t0 / math.expm1(t0 / self.excitation_temperature) - t0 / math.expm1(t0 / T_CMB)
+
+    def _foreground(self, foreground) -> list[bool]:
+        if foreground is None:
+            out = []
+            for data in self.datasets:
+                grid = getattr(data, "grid", None)
+                out.append(isinstance(grid, Grid) and grid.distance.stop <= grid.observer_distance)
+            return out
+        flags = list(foreground) if isinstance(foreground, (list, tuple)) else [foreground] * len(self.datasets)
+        if len(flags) != len(self.datasets) or not all(isinstance(f, (bool, np.bool_)) for f in flags):
+            raise ValueError(f"foreground must be None, True/False or one bool per litter dataset "
+                             f"({len(self.datasets)}), got {foreground!r}")
+        return [bool(f) for f in flags]
+
+    @property
+    def absorbs(self) -> bool:
+        """Whether foreground litter absorbs: some dataset is in front and the images are in K."""
+        return any(self.foreground) and self.units in (None, "K")
 
     def extra_repr(self) -> str:
         sizes = [len(d) for d in self.datasets]
-        return f"datasets of {sizes} images {self.pv_shape}, p={self.p}, scale={self.scale:g}"
+        front = f", foreground={self.foreground} at T_ex={self.excitation_temperature:g} K" if self.absorbs else ""
+        return f"datasets of {sizes} images {self.pv_shape}, p={self.p}, scale={self.scale:g}{front}"
 
     def draw(self, batch: int, generator: torch.Generator | None = None, device=None,
              dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -398,9 +502,16 @@ class Litter(nn.Module):
         multiplied by ``scale``, in the datasets' units; ``hits[k, b]`` tells whether sample
         ``b`` received an image from dataset ``k``.
         """
+        litter, front, hits = self._draw(batch, generator, device, dtype)
+        return litter, hits
+
+    def _draw(self, batch, generator, device, dtype):
+        """``(litter, foreground part of it, hits)``: like :meth:`draw`, plus the summed images of
+        the foreground datasets (``(batch, 1, lon, v)``, scaled)."""
         generator = self.generator if generator is None else generator
         gen_device = generator.device if generator is not None else torch.device("cpu")
         litter = torch.zeros((batch, 1) + self.pv_shape, device=device, dtype=dtype)
+        front = torch.zeros_like(litter)
         hits = torch.zeros(len(self.datasets), batch, dtype=torch.bool)
         for k, (data, p) in enumerate(zip(self.datasets, self.p)):
             hit = torch.rand(batch, generator=generator, device=gen_device).cpu() < p
@@ -414,10 +525,14 @@ class Litter(nn.Module):
             else:
                 images = torch.stack([_as_images(data[int(i)], f"item {int(i)} of litter dataset {k}")
                                       for i in index[rows]])
-            litter[rows.to(litter.device), 0] += images.to(device=litter.device, dtype=dtype)
+            images = images.to(device=litter.device, dtype=dtype)
+            litter[rows.to(litter.device), 0] += images
+            if self.foreground[k]:
+                front[rows.to(litter.device), 0] += images
         if self.scale != 1.0:
             litter *= self.scale
-        return litter, hits
+            front *= self.scale
+        return litter, front, hits
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``x`` ``(B, 1, lon, v)`` or ``(B, lon, v)`` plus litter; same shape, device, dtype."""
@@ -429,5 +544,10 @@ class Litter(nn.Module):
             raise ValueError(f"Litter inputs must be PV images (B, 1, lon, v) = (B, 1, {self.pv_shape[0]}, "
                              f"{self.pv_shape[1]}) like its litter images, got {tuple(x.shape)}; "
                              "make the litter store on the inputs' grid (litter_grid(grid, side))")
-        litter, _ = self.draw(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
-        return x + (litter if channel else litter[:, 0])
+        litter, front, _ = self._draw(x.shape[0], generator, x.device, x.dtype)
+        if not channel:
+            litter, front = litter[:, 0], front[:, 0]
+        if self.absorbs:
+            transmission = (1.0 - front.clamp_min(0.0) / self._layer_contrast).clamp_min(0.05)
+            return x * transmission + litter
+        return x + litter

@@ -78,7 +78,7 @@ def test_make_litter_accepts_a_litter_grid_and_is_reproducible():
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_near_side_litter_appears_at_small_velocities(seed):
-    field = make_litter(GRID, "near", seed=seed, expanding_arm_density=0.0)
+    field = make_litter(GRID, "near", seed=seed, expanding_arm_density=0.0, x1_density=0.0, bar_lane_density=0.0)
     pv, v = pv_of(field, "near")
     spectrum = pv.sum(axis=0)
     assert spectrum.sum() > 0
@@ -89,7 +89,8 @@ def test_near_side_litter_appears_at_small_velocities(seed):
 def test_expanding_three_kpc_arm_approaches_on_the_near_side_and_recedes_on_the_far(side, sign):
     speed = 55.0
     field = make_litter(GRID, side, seed=4, disc_density=0.0, arm_count=0, cloud_count=0,
-                        expanding_arm_density=0.3, expanding_arm_speed=speed, velocity_dispersion=1.0)
+                        expanding_arm_density=0.3, expanding_arm_speed=speed, velocity_dispersion=1.0,
+                        x1_density=0.0, bar_lane_density=0.0)
     pv, v = pv_of(field, side)
     spectrum = pv.sum(axis=0)
     mean_v = (spectrum * v).sum() / spectrum.sum()
@@ -223,3 +224,91 @@ def test_bad_litter_arguments():
         Litter(pool)(torch.zeros(4, 1, 8, 12, dtype=torch.int32))
     with pytest.raises(TypeError, match="torch Dataset"):
         Litter(42)
+
+
+# ------------------------------------------------------------ the bar region outside the CMZ window
+ONLY_BAR = dict(disc_density=0.0, arm_count=0, cloud_count=0, expanding_arm_density=0.0, velocity_dispersion=1.0)
+
+
+@pytest.mark.parametrize("side, sign", [("near", +1), ("far", -1)])
+def test_bar_dust_lanes_appear_at_high_velocity_on_their_side_of_the_centre(side, sign):
+    field = make_litter(GRID, side, seed=2, x1_density=0.0, bar_lane_density=0.3, bar_lane_offset=200.0,
+                        bar_angle=25.0, **ONLY_BAR)
+    pv, v = pv_of(field, side)
+    lon = litter_grid(GRID, side).lon.centers()
+    assert pv.sum() > 0
+    mean_v = (pv.sum(axis=0) * v).sum() / pv.sum()
+    mean_l = (pv.sum(axis=1) * lon).sum() / pv.sum()
+    # near-side lane: l > 0 receding fast; far-side lane: l < 0 approaching (as the sky's lanes)
+    assert sign * mean_v > 80 and sign * mean_l > 0.2, (mean_v, mean_l)
+
+
+@pytest.mark.parametrize("side", ["near", "far"])
+def test_x1_orbit_gas_reaches_bar_velocities(side):
+    field = make_litter(GRID, side, seed=3, x1_density=0.05, bar_lane_density=0.0, **ONLY_BAR)
+    pv, v = pv_of(field, side)
+    spectrum = pv.sum(axis=0)
+    assert spectrum[np.abs(v) > 100].sum() > 0.2 * spectrum.sum()
+    # no bar gas without x1 orbits and lanes
+    empty = make_litter(GRID, side, seed=3, x1_density=0.0, bar_lane_density=0.0, **ONLY_BAR)
+    assert float(empty["density"].max()) < 1e-6
+
+
+# ------------------------------------------------------------ foreground litter absorbs the CMZ
+def test_foreground_layer_equals_the_full_radiative_transfer():
+    """A cold foreground cloud at the CMZ's velocity dims it exactly as the transfer through both does."""
+    from iris_nb.sim.fields import field_from_arrays, field_tensors
+    from iris_nb.sim.observers import LineObserver
+
+    grid = GRID
+    shape = (grid.distance.steps, grid.lon.steps, grid.lat.steps)
+
+    def field(cells):
+        rho, temp = np.zeros(shape), np.full(shape, 8.0)
+        for d, r, t in cells:
+            rho[d, 10:14, :], temp[d, 10:14, :] = r, t
+        return field_from_arrays(grid, density=rho, velocity_los=20.0, temperature=temp)
+
+    observer = LineObserver(grid, excitation="lte", beam=False)
+    cmz = observer(field_tensors(field([(25, 200.0, 60.0)])))            # warm, bright CMZ gas
+    cloud = observer(field_tensors(field([(3, 20.0, 8.0)])))             # cold gas in front, same velocity
+    both = observer(field_tensors(field([(25, 200.0, 60.0), (3, 20.0, 8.0)])))
+    pv_cmz, pv_cloud, pv_both = (c.mean(dim=2) for c in (cmz, cloud, both))  # (1, lon, v)
+    assert float(pv_cloud.max()) > 1.0 and float(pv_cmz.max()) > 2 * float(pv_cloud.max())
+    litter = Litter(pv_cloud[:, None], p=1.0, foreground=True, excitation_temperature=8.0,
+                    rest_frequency=grid.rest_frequency)
+    layered = litter(pv_cmz[:, None])[:, 0]
+    # the latitude mean of a latitude-uniform layer is exact
+    torch.testing.assert_close(layered, pv_both, rtol=1e-4, atol=1e-4 * float(pv_both.max()))
+    peak = pv_cmz[0].argmax()
+    assert float(layered.flatten()[peak]) < float(pv_cmz.flatten()[peak])  # dimmed where both emit
+    added = Litter(pv_cloud[:, None], p=1.0, foreground=False)(pv_cmz[:, None])[:, 0]
+    torch.testing.assert_close(added, pv_cmz + pv_cloud)  # behind the CMZ it only adds
+
+
+def test_foreground_is_taken_from_the_datasets_grid_and_needs_brightness():
+    class Images(torch.utils.data.Dataset):
+        def __init__(self, grid, units="K"):
+            self.grid, self.units = grid, {"observation": units}
+            self.data = torch.full((4, 1, 8, 12), 1.0)
+
+        def __len__(self):
+            return len(self.data)
+
+        def __getitem__(self, i):
+            return self.data[i], torch.zeros(1)
+
+    near, far = Images(litter_grid(GRID, "near")), Images(litter_grid(GRID, "far"))
+    litter = Litter([near, far], p=1.0)
+    assert litter.foreground == [True, False] and litter.absorbs
+    x = torch.full((3, 1, 8, 12), 10.0)
+    out = litter(x)
+    d_j = litter._layer_contrast
+    torch.testing.assert_close(out, x * (1 - 1.0 / d_j) + 2.0)
+    column = Litter([Images(litter_grid(GRID, "near"), units="solMass s / (km pc2)")], p=1.0)
+    assert not column.absorbs
+    torch.testing.assert_close(column(x), x + 1.0)
+    with pytest.raises(ValueError, match="foreground"):
+        Litter([near, far], foreground=[True])
+    with pytest.raises(ValueError, match="excitation_temperature"):
+        Litter([near], excitation_temperature=2.0)

@@ -100,7 +100,9 @@ def test_reverter(model, dataset, noise=None, litter=None, observer=None, config
         baseline_map = mean_target_map(train_dataset, model, observer, batch_size, device, config.num_workers)
     was_training = model.training
     model.to(device).eval()
-    loss_fn = make_loss(config.loss, model, config.density_normalization)
+    # metrics use the paper's per-pixel loss (a mass term in training is reported as the mass error)
+    metric_loss = "scaled_density" if config.loss == "scaled_density_mass" else config.loss
+    loss_fn = make_loss(metric_loss, model, config.density_normalization)
     prepare = BatchPreparer(model, kind, device, observer=observer, noise=noise, litter=litter, dataset=dataset)
     weights = torch.as_tensor(model.grid.distance.centers() ** 2, dtype=torch.float64, device=device)[:, None]
     acc = _Accumulator(loss_fn.n)
@@ -122,7 +124,7 @@ def test_reverter(model, dataset, noise=None, litter=None, observer=None, config
         stacked = torch.cat(kept_targets)
         baseline_map = stacked.double().mean(dim=0)[0].float()
         acc.add_baseline(loss_fn, baseline_map, stacked)
-    return acc.metrics(loss_fn, config.loss, str(model.density_unit))
+    return acc.metrics(loss_fn, metric_loss, str(model.density_unit))
 
 
 test_reverter.__test__ = False  # not a pytest test, although its name starts with "test_"

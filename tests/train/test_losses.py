@@ -103,3 +103,33 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="unknown loss"):
         make_loss("huber")
     assert isinstance(make_loss("mse"), MSELoss)
+
+
+def test_mass_consistent_loss_adds_the_log_mass_ratio():
+    from iris_nb.train.losses import MassConsistentLoss
+
+    torch.manual_seed(0)
+    true = torch.rand(3, 1, 8, 8) * 10
+    loss = make_loss("scaled_density_mass", "solMass / pc3")
+    assert isinstance(loss, MassConsistentLoss) and loss.mass_weight == 1.0
+    plain = ScaledDensityLoss("solMass / pc3")
+    # a map with the right total mass costs only the per-pixel loss
+    shuffled = true.flatten(1)[:, torch.randperm(64)].reshape(true.shape)
+    assert float(loss(shuffled, true)) == pytest.approx(float(plain(shuffled, true)), rel=1e-5)
+    # half the mass: + ln((M/2 + n) / (M + n))^2 per sample, whatever the pixels
+    half = true / 2
+    n = loss.n
+    m = true.flatten(1).sum(1) / n
+    expected = float(plain(half, true)) + float(torch.log((m / 2 + 1) / (m + 1)).square().mean())
+    assert float(loss(half, true)) == pytest.approx(expected, rel=1e-5)
+    # symmetric in log: twice the mass costs about as much as half
+    assert float(loss.mass_term(true * 2, true).mean()) == pytest.approx(
+        float(loss.mass_term(half, true).mean()), rel=0.05)
+    per = loss.per_sample(half, true)
+    assert per.shape == (3,) and float(per.mean()) == pytest.approx(expected, rel=1e-5)
+    # the gradient pushes an under-predicted map up
+    pred = half.clone().requires_grad_(True)
+    MassConsistentLoss("solMass / pc3", mass_weight=5.0)(pred, true).backward()
+    assert float(pred.grad.sum()) < 0
+    with pytest.raises(ValueError, match="mass_weight"):
+        MassConsistentLoss("solMass / pc3", mass_weight=-1.0)

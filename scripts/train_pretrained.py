@@ -53,7 +53,7 @@ def train(workdir: Path, paths: dict, epochs: int, device: str = "cpu", width: f
         dataset=str(paths["cmz"]),
         checkpoint_dir=str(workdir / "run"),
         width=width,
-        noise={"sigma": 1.0, "fade": True},
+        noise={"sigma": 1.0, "channel_width": "grid", "fade": True, "correlated_beam": False},  # as shipped
         litter={"paths": [str(paths["near"]), str(paths["far"])], "p": [0.3, 0.3]},
         training={"epochs": epochs, "batch_size": batch_size, "batches_per_update": 1, "lr": 1e-3,
                   "num_workers": num_workers,
@@ -99,7 +99,8 @@ def main(argv=None) -> None:
     train_split = PreObservedDataset(paths["cmz"], split="train", validation_fraction=run.training.validation_fraction,
                                      test_fraction=run.test_fraction, seed=run.training.effective_split_seed)
     metrics = {}
-    for label, noise in (("noiseless", None), ("noise_1K", Noise(sigma=1.0, fade=False, grid=SMALL))):
+    one_kelvin = Noise(sigma=1.0, channel_width="grid", fade=False, correlated_beam=False, grid=SMALL)  # per pixel
+    for label, noise in (("noiseless", None), ("noise_1K", one_kelvin)):
         found = test_reverter(model, test, noise=noise, config=run.training, train_dataset=train_split,
                               device=args.device)
         metrics[label] = {k: float(v) for k, v in found.items() if isinstance(v, (int, float))}

@@ -55,7 +55,8 @@ def main(argv=None) -> dict:
     grid = get_grid(args.grid)
     model = Reverter(grid)
     observer = LineObserver(grid)
-    noise = Noise(sigma=1.0, fade=True, grid=grid)
+    # 1 K white noise per cube pixel, as the recorded run had (the survey default: Noise(grid=grid))
+    noise = Noise(sigma=1.0, channel_width="grid", fade=True, correlated_beam=False, grid=grid)
     start = time.perf_counter()
     batch_losses = []
 
@@ -76,7 +77,8 @@ def main(argv=None) -> dict:
     test = GasModelDataset(grid, n=args.test, seed=987_654)
     baseline_fields = GasModelDataset(grid, n=args.test, seed=0)  # the first training fields
     metrics = {}
-    for label, test_noise in (("noiseless", None), ("noise_1K", Noise(sigma=1.0, fade=False, grid=grid))):
+    one_kelvin = Noise(sigma=1.0, channel_width="grid", fade=False, correlated_beam=False, grid=grid)  # per pixel
+    for label, test_noise in (("noiseless", None), ("noise_1K", one_kelvin)):
         found = test_reverter(model, test, noise=test_noise, observer=observer, config=config,
                               train_dataset=baseline_fields)
         metrics[label] = {k: float(v) for k, v in found.items() if isinstance(v, (int, float))}

@@ -48,9 +48,9 @@ def sample_seed(seed: int, index: int) -> int:
 
 
 def _default_observer(grid: Grid):
-    from ..sim.observers import SimpleObserver
+    from ..sim.observers import LineObserver
 
-    return SimpleObserver(grid)
+    return LineObserver(grid)
 
 
 def _check_arguments(n, seed, workers, dtype, reduction, chunk_size, model, observer, grid) -> None:
@@ -150,8 +150,10 @@ def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int =
         Gas model ``model(grid, seed=int, **model_kwargs) -> field`` (default
         :func:`iris_nb.sim.cmz.make_cmz`; ``None`` means the same).
     observer:
-        Observer module (default ``SimpleObserver(grid)``); its ``units`` become the
-        observation units.
+        Observer module (default ``LineObserver(grid)``: 13CO(2-1) brightness in K with non-LTE
+        excitation, the input :class:`~iris_nb.model.Reverter` expects by default; pass
+        ``SimpleObserver(grid)`` for velocity-resolved column "vrho" pairs); its ``units``
+        become the observation units.
     seed:
         Store seed (int >= 0); sample seeds are ``sample_seed(seed, i)``.
     workers:

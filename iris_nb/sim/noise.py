@@ -1,8 +1,21 @@
 """Thermal noise of a line survey, in cube space or directly in latitude-reduced PV space.
 
-The survey noise is Gaussian with mean ``mean`` and standard deviation ``sigma`` (K) in every
-*cube* pixel (DESIGN.md section 6: 1 K for SEDIGISM).  Training inputs are PV images, the
-latitude reduction of the cube, so the noise must follow the law that the reduction produces:
+A survey quotes its noise as an rms ``sigma`` (K) *in channels of a stated width*: SEDIGISM
+13CO(2-1) has 0.9 K in 0.25 km/s channels (Schuller et al. 2021), the default here.  On a grid
+whose velocity channels are ``dv`` km/s wide, each channel averages ``dv / channel_width``
+independent survey channels, so the rms per cube pixel is
+
+    sigma_pixel = sigma * sqrt(channel_width / dv)
+
+(0.255 K on SMALL's 3.125 km/s channels, 0.509 K on SEDIGISM's 0.78 km/s channels).  Only the
+channel width is scaled; a (lon, lat) pixel is taken to carry the survey's per-pixel rms, and
+the beam sets the spatial correlation.  ``channel_width="grid"`` says that ``sigma`` already
+is the rms per pixel of whatever grid the noise is drawn on (the meaning before channel widths
+were given; noise dicts and files without a ``channel_width`` key are read this way; see
+:mod:`iris_nb.sim.noise_config`).  The noise is Gaussian with mean ``mean`` (a baseline offset, K, not scaled).
+
+Training inputs are PV images, the latitude reduction of the cube, so the noise must follow
+the law that the reduction produces (below ``sigma`` stands for ``sigma_pixel``):
 
 * ``reduction="mean"`` over ``n_lat`` pixels: Gaussian, std ``sigma / sqrt(n_lat)`` (the
   latitude count, not the longitude count as in the reference code).
@@ -11,14 +24,16 @@ latitude reduction of the cube, so the noise must follow the law that the reduct
   signal the true law of ``max(signal + noise)`` depends on the unknown latitude profile, so
   adding max-noise to a max-reduced image is an approximation there (it over-estimates the
   upward bias of bright pixels, whose maximum is dominated by one latitude pixel).
-* ``correlated_beam=True``: white noise smoothed by the grid's Gaussian beam over the
-  (lon, lat) pixels and renormalised so the per-pixel rms stays ``sigma``.  Velocity channels
-  stay independent.  The latitude mean of such noise has variance
+* ``correlated_beam=True`` (the default): white noise smoothed by the grid's Gaussian beam
+  over the (lon, lat) pixels and renormalised so the per-pixel rms stays ``sigma``.  Velocity
+  channels stay independent.  The latitude mean of such noise has variance
   ``sigma**2 * g / n_lat`` with ``g = 1 + 2 sum_k (1 - k/n_lat) rho_lat(k)`` (``rho_lat`` the
   pixel correlation along latitude), and stays correlated along longitude; both are drawn
-  exactly.  The max of correlated pixels has no closed form, so it is drawn from explicit cube
-  noise (exact but costly: a full (lon, lat, v) draw per sample, ~2 s per SEDIGISM sample on
-  one CPU core; use a GPU or the mean reduction for large batches).
+  exactly and cheaply.  The max of correlated pixels has no closed form, so it is drawn from
+  explicit cube noise (exact but costly: a full (lon, lat, v) draw per sample, seconds per
+  SEDIGISM sample on one CPU core; use a GPU, the mean reduction or ``correlated_beam=False``
+  for large batches).  A beam much narrower than a pixel (SMALL: 30" beam, 84" pixels; the
+  neighbour correlation is below 1e-6) leaves white noise, drawn by the fast laws above.
 
 Fade: with ``fade=True`` every sample of a batch gets its own factor ``f ~ U(0, 1)`` that
 multiplies the *whole* noise term, offset included (``x + f * (mean + sigma * z)``): ``f = 0``
@@ -27,8 +42,6 @@ gives the clean image and a baseline offset weakens together with the noise it b
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 import math
 
 import numpy as np
@@ -36,86 +49,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._files import ConfigFiles, check_fields
 from ..grids import Grid, get_grid
+from .noise_config import PER_PIXEL, SEDIGISM_CHANNEL_WIDTH, SEDIGISM_RMS, NoiseConfig, as_noise_config
 
-__all__ = ["NoiseConfig", "Noise", "as_noise_config", "beam_kernel"]
+__all__ = ["NoiseConfig", "Noise", "as_noise_config", "beam_kernel", "PER_PIXEL", "SEDIGISM_RMS",
+           "SEDIGISM_CHANNEL_WIDTH"]
 
 MODES = ("pv", "cube")
 REDUCTIONS = ("mean", "max")
 _CHUNK_ELEMENTS = 1 << 24  # white-noise values drawn at once for correlated cube noise (64 MB)
 _FWHM_PER_SIGMA = math.sqrt(8.0 * math.log(2.0))
-
-
-def _real(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
-    return float(value)
-
-
-@dataclasses.dataclass(frozen=True)
-class NoiseConfig(ConfigFiles):
-    """Settings of :class:`Noise`; validates itself and round-trips through JSON/YAML.
-
-    Parameters
-    ----------
-    sigma:
-        Noise standard deviation per cube pixel, K (>= 0, finite).
-    mean:
-        Noise mean (a baseline offset) per cube pixel, K (finite).
-    fade:
-        Scale the noise of each sample by its own ``U(0, 1)`` factor.
-    correlated_beam:
-        Smooth the noise with the grid's Gaussian beam over (lon, lat) pixels.
-    """
-
-    sigma: float = 1.0
-    mean: float = 0.0
-    fade: bool = True
-    correlated_beam: bool = False
-
-    def __post_init__(self) -> None:
-        sigma = _real(self.sigma, "sigma")
-        if not math.isfinite(sigma) or sigma < 0:
-            raise ValueError(f"sigma must be >= 0 K and finite, got {self.sigma}; "
-                             "give the noise rms per cube pixel in K (SEDIGISM: 1.0)")
-        mean = _real(self.mean, "mean")
-        if not math.isfinite(mean):
-            raise ValueError(f"mean must be a finite number of K, got {self.mean}")
-        for flag in ("fade", "correlated_beam"):
-            if not isinstance(getattr(self, flag), (bool, np.bool_)):
-                raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
-            object.__setattr__(self, flag, bool(getattr(self, flag)))
-        object.__setattr__(self, "sigma", sigma)
-        object.__setattr__(self, "mean", mean)
-
-    def to_dict(self) -> dict:
-        """Plain dictionary (JSON/YAML-safe); :meth:`from_dict` inverts it."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "NoiseConfig":
-        """Build a config from :meth:`to_dict` output; unknown keys are an error."""
-        return cls(**check_fields(cls, data, "NoiseConfig"))
-
-
-def as_noise_config(value) -> NoiseConfig | None:
-    """The ``noise`` setting of a run: a :class:`NoiseConfig`, or ``None`` for no noise.
-
-    Accepts ``None``/``False`` (no noise), ``True`` (the defaults, 1 K), a NoiseConfig or a
-    mapping of its fields (sigma and mean in K).  Anything else raises TypeError; an
-    impossible setting (``sigma < 0``, unknown keys) raises ValueError.
-    """
-    if value is None or value is False:
-        return None
-    if value is True:
-        return NoiseConfig()
-    if isinstance(value, NoiseConfig):
-        return value
-    if isinstance(value, Mapping):
-        return NoiseConfig.from_dict(dict(value))
-    raise TypeError(f"noise must be a NoiseConfig, a dict such as {{'sigma': 1.0, 'fade': True}}, True or None "
-                    f"(no noise), got {type(value).__name__} {value!r}")
 
 
 def beam_kernel(fwhm_arcsec: float, pixel_arcsec: float) -> np.ndarray:
@@ -137,6 +80,14 @@ def beam_kernel(fwhm_arcsec: float, pixel_arcsec: float) -> np.ndarray:
     return weights / math.sqrt(float(np.sum(weights**2)))
 
 
+def _significant(kernel: np.ndarray, tolerance: float = 1e-6) -> np.ndarray:
+    """``kernel`` without the tail weights below ``tolerance`` x its peak, renormalised to unit
+    sum of squares; ``[1.0]`` when only the centre is left (neighbour correlation < 1e-6)."""
+    kept = np.flatnonzero(kernel >= tolerance * kernel.max())
+    trimmed = kernel[kept[0]: kept[-1] + 1]
+    return trimmed / math.sqrt(float(np.sum(trimmed**2)))
+
+
 def _autocorrelation(kernel: np.ndarray, lag: int) -> float:
     lag = abs(int(lag))
     if lag >= kernel.size:
@@ -153,41 +104,77 @@ def _smooth_last(values: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return out.reshape(*shape[:-1], out.shape[-1])
 
 
+def _check_grid_free(config: NoiseConfig) -> None:
+    """Raise unless ``config`` can be drawn without a grid (per-pixel sigma, white noise)."""
+    needs = []
+    if not config.per_pixel:
+        needs.append(f"its channel width scales sigma ({config.describe()}) to the rms per pixel")
+    if config.correlated_beam:
+        needs.append("correlated_beam=True needs its beam_fwhm and lon/lat pixel sizes")
+    if needs:
+        raise ValueError("Noise needs grid=: " + "; ".join(needs) + ". Pass e.g. grid=iris_nb.grids.SMALL, or, for "
+                         "white noise whose sigma is the rms per pixel of whatever it is drawn on, "
+                         "Noise(sigma=..., channel_width='grid', correlated_beam=False)")
+
+
 class Noise(nn.Module):
     """Add survey noise to PV images or cubes (see the module text for the laws).
+
+    ``Noise(grid=grid)`` is the SEDIGISM survey noise on ``grid``: 0.9 K rms in 0.25 km/s
+    channels scaled to the grid's channels (:attr:`sigma_pixel`), beam-correlated, with a
+    per-sample fade.  Every argument after ``sigma`` is keyword-only.
 
     Parameters
     ----------
     sigma:
-        Noise standard deviation per *cube* pixel, K (>= 0).
+        Noise rms per cube pixel in channels of ``channel_width``, K (>= 0); give it together
+        with ``channel_width``.  Default 0.9 K (SEDIGISM).
+    channel_width:
+        Channel width ``sigma`` was measured in, km/s (default 0.25), or ``"grid"`` when
+        ``sigma`` is already the rms per pixel of ``grid`` (or of whatever is drawn on,
+        without a grid).
     mean:
         Noise mean per cube pixel, K.
     fade:
-        Multiply the noise of each sample by its own factor ``f ~ U(0, 1)``.
+        Multiply the noise of each sample by its own factor ``f ~ U(0, 1)`` (default True).
     correlated_beam:
-        Beam-correlated noise; needs ``grid`` (beam FWHM and pixel sizes).
+        Beam-correlated noise (default True); needs ``grid`` (beam FWHM and pixel sizes).
     grid:
-        :class:`~iris_nb.grids.Grid` or preset name; gives ``n_lat`` in PV mode (unless passed
-        to :meth:`forward`) and the beam and pixel sizes for ``correlated_beam``.
+        :class:`~iris_nb.grids.Grid` or preset name: its channel width scales ``sigma`` to the
+        rms per pixel, it gives ``n_lat`` in PV mode (unless passed to :meth:`forward`) and
+        the beam and pixel sizes for ``correlated_beam``.  Needed unless
+        ``channel_width="grid"`` and ``correlated_beam=False``.
+
+    Attributes
+    ----------
+    config : NoiseConfig
+        The settings.
+    sigma_pixel : float
+        Noise rms per cube pixel on ``grid``, K (:meth:`NoiseConfig.sigma_for`).
     """
 
-    def __init__(self, sigma: float = 1.0, mean: float = 0.0, fade: bool = True,
-                 correlated_beam: bool = False, grid: Grid | str | None = None) -> None:
+    def __init__(self, sigma: float | None = None, *, channel_width: float | str | None = None, mean: float = 0.0,
+                 fade: bool = True, correlated_beam: bool = True, grid: Grid | str | None = None) -> None:
         super().__init__()
-        self.config = NoiseConfig(sigma=sigma, mean=mean, fade=fade, correlated_beam=correlated_beam)
+        self.config = NoiseConfig(sigma=sigma, channel_width=channel_width, mean=mean, fade=fade,
+                                  correlated_beam=correlated_beam)
         self.grid = None if grid is None else get_grid(grid)
-        if correlated_beam and self.grid is None:
-            raise ValueError("correlated_beam=True needs grid= (its beam_fwhm and lon/lat pixel sizes "
-                             "set the correlation); pass e.g. grid=iris_nb.grids.SMALL")
-        if correlated_beam:
-            self.kernel_lon = beam_kernel(self.grid.beam_fwhm, self.grid.lon.step * 3600.0)
-            self.kernel_lat = beam_kernel(self.grid.beam_fwhm, self.grid.lat.step * 3600.0)
+        if self.grid is None:
+            _check_grid_free(self.config)
+        self.sigma_pixel = self.config.sigma_for(self.grid)
+        if self.config.correlated_beam:
+            self.kernel_lon = _significant(beam_kernel(self.grid.beam_fwhm, self.grid.lon.step * 3600.0))
+            self.kernel_lat = _significant(beam_kernel(self.grid.beam_fwhm, self.grid.lat.step * 3600.0))
         else:
             self.kernel_lon = self.kernel_lat = np.ones(1)
+        # A beam much narrower than a pixel (SMALL: 30" beam, 84" pixels) leaves no correlation
+        # worth drawing, and the fast white-noise laws apply exactly.
+        self._correlated = self.kernel_lon.size > 1 or self.kernel_lat.size > 1
+        self._gains: dict[int, float] = {}
 
     @classmethod
     def from_config(cls, config: NoiseConfig | dict, grid: Grid | str | None = None) -> "Noise":
-        """Build from a :class:`NoiseConfig` (or its dict)."""
+        """Build from a :class:`NoiseConfig` (or its dict, see :meth:`NoiseConfig.from_dict`)."""
         if isinstance(config, dict):
             config = NoiseConfig.from_dict(config)
         if not isinstance(config, NoiseConfig):
@@ -197,7 +184,10 @@ class Noise(nn.Module):
     def extra_repr(self) -> str:
         c = self.config
         grid = f", grid={self.grid.name!r}" if self.grid is not None else ""
-        return (f"sigma={c.sigma:g} K, mean={c.mean:g} K, fade={c.fade}, "
+        pixel = ""
+        if not c.per_pixel:
+            pixel = f" = {self.sigma_pixel:.3g} K per {self.grid.velocity.step:.3g} km/s pixel"
+        return (f"sigma={c.describe()}{pixel}, mean={c.mean:g} K, fade={c.fade}, "
                 f"correlated_beam={c.correlated_beam}{grid}")
 
     # ----------------------------------------------------------------- laws
@@ -208,15 +198,17 @@ class Noise(nn.Module):
 
     def latitude_mean_gain(self, n_lat: int) -> float:
         """``g`` such that the latitude mean of ``n_lat`` noise pixels has variance
-        ``sigma**2 * g / n_lat`` (1 for white noise, > 1 for beam-correlated noise)."""
+        ``sigma_pixel**2 * g / n_lat`` (1 for white noise, > 1 for beam-correlated noise)."""
         n_lat = self._check_n_lat(n_lat)
-        return 1.0 + 2.0 * sum((1.0 - k / n_lat) * _autocorrelation(self.kernel_lat, k)
-                               for k in range(1, n_lat))
+        if n_lat not in self._gains:
+            self._gains[n_lat] = 1.0 + 2.0 * sum((1.0 - k / n_lat) * _autocorrelation(self.kernel_lat, k)
+                                                 for k in range(1, min(n_lat, self.kernel_lat.size)))
+        return self._gains[n_lat]
 
     def pv_std(self, n_lat: int | None = None) -> float:
         """Standard deviation (K) of the PV noise for ``reduction="mean"`` at fade 1."""
         n_lat = self._resolve_n_lat(n_lat)
-        return self.config.sigma * math.sqrt(self.latitude_mean_gain(n_lat) / n_lat)
+        return self.sigma_pixel * math.sqrt(self.latitude_mean_gain(n_lat) / n_lat)
 
     # ---------------------------------------------------------------- checks
     @staticmethod
@@ -275,13 +267,13 @@ class Noise(nn.Module):
             z = self._cube(core, None, kw, work)
         elif reduction == "mean":
             z = self._pv_mean(core, n_lat, kw, work)
-        elif self.config.correlated_beam and n_lat > 1:
+        elif self._correlated and n_lat > 1:
             b, n_lon, n_v = core
             z = self._cube((b, n_lon, n_lat, n_v), "max", kw, work)
         else:
             z = self._pv_max_white(core, n_lat, kw, work)
         fade = fade.view((batch,) + (1,) * (z.ndim - 1))
-        noise = fade * (self.config.mean + self.config.sigma * z)
+        noise = fade * (self.config.mean + self.sigma_pixel * z)
         return noise.reshape(tuple(int(s) for s in shape)).to(device=device, dtype=dtype)
 
     def forward(self, x: torch.Tensor, mode: str = "pv", reduction: str = "mean",
@@ -319,7 +311,7 @@ class Noise(nn.Module):
         """Unit-sigma latitude mean noise ``(B, lon, v)``, exact for white and beam noise."""
         b, n_lon, n_v = core
         scale = math.sqrt(self.latitude_mean_gain(n_lat) / n_lat)
-        if not self.config.correlated_beam:
+        if not self._correlated:
             return scale * torch.randn(b, n_lon, n_v, dtype=dtype, **kw)
         k_lon, _ = self._kernels(kw["device"], dtype)
         pad = k_lon.numel() - 1
@@ -343,7 +335,7 @@ class Noise(nn.Module):
         ``(lon, lat)`` plane, smoothed along lon and lat (valid convolution, so every pixel
         has the full kernel and the rms is the same at the edges)."""
         b, n_lon, n_lat, n_v = core
-        if not self.config.correlated_beam:
+        if not self._correlated:
             z = torch.randn(b, n_lon, n_lat, n_v, dtype=dtype, **kw)
             return z if reduce is None else z.amax(dim=2)
         k_lon, k_lat = self._kernels(kw["device"], dtype)

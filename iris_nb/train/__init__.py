@@ -3,7 +3,7 @@
 ::
 
     from iris_nb.train import TrainingConfig, train_reverter, test_reverter
-    result = train_reverter(model, PreObservedDataset(store), noise=Noise(sigma=1.0, grid=grid),
+    result = train_reverter(model, PreObservedDataset(store), noise=Noise(grid=grid),  # SEDIGISM noise
                             config=TrainingConfig(epochs=8), checkpoint_dir="runs/a")
     metrics = test_reverter(result.model, PreObservedDataset(store, split="test"))
 

@@ -94,6 +94,8 @@ def inspect_dataset(dataset, model, observer=None, what: str = "dataset") -> str
             raise ValueError(f"{what} items are dicts (physical fields) without {missing}; expected the variables "
                              "of iris_nb.sim.fields.field_tensors")
         for key, value in item.items():
+            if key == "turbulent_b" and isinstance(value, torch.Tensor) and tuple(value.shape) == (1, 1, 1):
+                continue  # one line width per field
             if not isinstance(value, torch.Tensor) or tuple(value.shape) != (d, lon, lat):
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise ValueError(f"{what} field variable {key!r} has shape {shape}, expected (distance, lon, lat) = "

@@ -10,7 +10,7 @@ to start from.  The same YAML file drives a notebook call, a shell command and e
     grid: SMALL                      # preset name, a Grid dict, or null (take the store's grid)
     checkpoint_dir: runs/small-0
     training: {epochs: 8, batch_size: 8, lr: 0.001}
-    noise: {sigma: 1.0, fade: true}  # or null
+    noise: {sigma: 0.9, channel_width: 0.25}   # rms (K) per 0.25 km/s channel; true: SEDIGISM; or null
     litter: {paths: [near.zarr, far.zarr], p: [0.5, 0.5]}   # or null
     init: null                       # or a model file to fine-tune
     reduction: mean
@@ -67,8 +67,10 @@ class RunConfig(ConfigFiles):
     training:
         :class:`~iris_nb.train.config.TrainingConfig` or its dict.
     noise:
-        :class:`~iris_nb.sim.noise.NoiseConfig`, its dict, ``True`` (defaults: 1 K) or
-        ``None`` (no noise).
+        :class:`~iris_nb.sim.noise.NoiseConfig`, its dict, ``True`` (the SEDIGISM defaults:
+        0.9 K rms per 0.25 km/s channel, scaled to the grid's channels, beam-correlated, fade)
+        or ``None`` (no noise).  A noise dict without ``channel_width`` (run files written
+        before it existed) keeps its old meaning: ``sigma`` per grid pixel, white noise.
     litter:
         ``None`` or ``{"paths": [store, ...], "p": probability or [one per store]}``: for each
         litter store (e.g. near-side and far-side gas written with

@@ -2,9 +2,10 @@
 
 The picker edits the ``noise`` field of a run config (:class:`~iris_nb.train.run.RunConfig`):
 a :class:`~iris_nb.sim.noise.NoiseConfig` or ``None`` for noise-free training inputs.  It shows
-the noise level that training really adds to the latitude-reduced PV images (``sigma`` is per
-*cube* pixel; the mean over ``n_lat`` latitude pixels divides it by about ``sqrt(n_lat)``) and,
-given a cube, one noisy PV image drawn with a fixed seed.
+the rms per cube pixel that ``sigma`` (measured in channels of ``channel_width`` km/s) implies on
+the grid's channels, the noise level that training really adds to the latitude-reduced PV images
+(the mean over ``n_lat`` latitude pixels divides the per-pixel rms by about ``sqrt(n_lat)``)
+and, given a cube, one noisy PV image drawn with a fixed seed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import xarray as xr
 
 from ..cube import cube_beam, cube_rest_frequency, standardize_cube
 from ..grids import SMALL, Axis, Grid, get_grid
-from ..sim.noise import Noise, NoiseConfig, as_noise_config
+from ..sim.noise import PER_PIXEL, Noise, NoiseConfig, as_noise_config
 from ..units import brightness_scale, parse_unit
 from .base import ConfigWidget, config_entry, render_png, report_errors
 from .reduction import REDUCTIONS, _check_size, check_reduction
@@ -41,21 +42,26 @@ def noise_levels(config: NoiseConfig | None, reduction: str, n_lat: int, grid: G
 
     ``config`` is the noise (``None``: none), ``reduction`` ``"mean"`` or ``"max"`` over
     ``n_lat`` latitude pixels, ``grid`` the beam and pixel sizes for beam-correlated noise.
+    ``grid`` also gives the channel width that scales ``config.sigma`` to the rms per cube
+    pixel (it may be ``None`` only for ``channel_width="grid"`` white noise).
     Values are at fade factor 1 (with ``fade`` each sample's noise is scaled by ``U(0, 1)``).
-    Returns ``{"pv_std", "pv_mean", "pv_std_mean", "measured"}``: ``pv_std_mean`` is
+    Returns ``{"sigma_pixel", "pv_std", "pv_mean", "pv_std_mean", "measured"}``:
+    ``sigma_pixel`` is the rms per cube pixel (:attr:`Noise.sigma_pixel`), ``pv_std_mean``
     :meth:`Noise.pv_std` (the exact std for the mean reduction); for the max reduction
     ``pv_mean``/``pv_std`` are measured on a seeded draw of 64 x 64 PV pixels
     (``measured=True``), as the max of ``n_lat`` noisy pixels has no simple closed form.
     """
     if config is None:
-        return {"pv_std": 0.0, "pv_mean": 0.0, "pv_std_mean": 0.0, "measured": False}
+        return {"sigma_pixel": 0.0, "pv_std": 0.0, "pv_mean": 0.0, "pv_std_mean": 0.0, "measured": False}
     noise = Noise.from_config(dataclasses.replace(config, fade=False), grid=grid)
     std_mean = noise.pv_std(n_lat)
+    levels = {"sigma_pixel": noise.sigma_pixel, "pv_std": std_mean, "pv_mean": config.mean,
+              "pv_std_mean": std_mean, "measured": False}
     if reduction == "mean":
-        return {"pv_std": std_mean, "pv_mean": config.mean, "pv_std_mean": std_mean, "measured": False}
+        return levels
     draw = noise.draw(_MAX_DRAWS, mode="pv", reduction=reduction, n_lat=n_lat,
                       generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    return {"pv_std": float(draw.std()), "pv_mean": float(draw.mean()), "pv_std_mean": std_mean, "measured": True}
+    return {**levels, "pv_std": float(draw.std()), "pv_mean": float(draw.mean()), "measured": True}
 
 
 def _edges_axis(centres: np.ndarray, fallback: Axis) -> Axis:
@@ -68,13 +74,40 @@ def _edges_axis(centres: np.ndarray, fallback: Axis) -> Axis:
 
 
 def _beam_grid(std: xr.DataArray) -> Grid:
-    """SMALL with the lon/lat pixels and beam of a standardised cube ``(lon, lat, velocity)``."""
+    """SMALL with the lon/lat/velocity pixels and beam of a standardised cube ``(lon, lat, velocity)``."""
     beam = cube_beam(std.attrs)
     if isinstance(beam, tuple):
         beam = math.sqrt(beam[0] * beam[1])
     return SMALL.replace(lon=_edges_axis(np.asarray(std["lon"].values, float), SMALL.lon),
                          lat=_edges_axis(np.asarray(std["lat"].values, float), SMALL.lat),
+                         velocity=_edges_axis(np.asarray(std["velocity"].values, float), SMALL.velocity),
                          beam_fwhm=SMALL.beam_fwhm if beam is None else float(beam), name="cube pixels")
+
+
+def _pv_grid(pv: xr.DataArray, grid: Grid) -> Grid:
+    """``grid`` with the velocity channels of a PV image ``(lon, velocity)`` whose velocity
+    coordinate states its unit (else ``grid`` unchanged)."""
+    coord = pv.coords.get("velocity")
+    if coord is None or coord.ndim != 1 or coord.size < 2 or "units" not in coord.attrs:
+        return grid
+    values = np.sort(np.asarray(coord.values, float) * parse_unit(coord.attrs["units"], "PV velocity").to("km/s"))
+    return grid.replace(velocity=_edges_axis(values, grid.velocity))
+
+
+def _channel_text(width) -> str:
+    """The channel-width box's text: ``"grid"`` or the width in km/s."""
+    return PER_PIXEL if width == PER_PIXEL else str(width)
+
+
+def _parse_channel(text):
+    """``"grid"`` or a number of km/s from the channel-width box (NoiseConfig checks the range)."""
+    text = str(text).strip()
+    if text.lower() == PER_PIXEL:
+        return PER_PIXEL
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"channel width must be a number of km/s (SEDIGISM: 0.25) or 'grid', got {text!r}") from None
 
 
 def _preview_source(cube, grid: Grid | None, n_lat) -> tuple[xr.DataArray | None, Grid, int]:
@@ -92,7 +125,7 @@ def _preview_source(cube, grid: Grid | None, n_lat) -> tuple[xr.DataArray | None
         rest = cube_rest_frequency(attrs) or (grid or SMALL).rest_frequency
         factor = brightness_scale(parse_unit(attrs.get("units"), "PV image"), rest, cube_beam(attrs))
         pv = (cube.transpose("lon", "velocity").astype(np.float64) * factor).assign_attrs(units="K")
-        grid = SMALL if grid is None else grid
+        grid = _pv_grid(cube, SMALL) if grid is None else grid
         return pv, grid, int(n_lat) if n_lat is not None else grid.lat.steps
     std = standardize_cube(cube, to_kelvin=True)
     if std.ndim != 3:
@@ -120,13 +153,17 @@ class NoisePicker(ConfigWidget):
         plus one noise draw, in K, seeded by ``seed``.  Without one it shows only the numbers.
     value:
         The initial noise: a :class:`~iris_nb.sim.noise.NoiseConfig`, a dict of its fields,
-        ``True`` (defaults, 1 K) or ``None`` (no noise, the default).
+        ``True`` (defaults: SEDIGISM 0.9 K per 0.25 km/s channel, beam-correlated) or ``None``
+        (no noise, the default).
     reduction:
         The latitude reduction of the PV images the noise is added to (``RunConfig.reduction``):
         ``"mean"`` or ``"max"``.  Not part of ``value``; editable as ``picker.reduction``.
     grid:
-        Beam FWHM (arcsec) and lon/lat pixel sizes for beam-correlated noise, and ``n_lat``
-        without a cube.  Default: the cube's pixels and ``attrs["beam_fwhm"]`` (else 30"), or SMALL.
+        The model grid: its channel width (km/s) turns ``sigma`` into the rms per cube pixel,
+        its beam FWHM (arcsec) and lon/lat pixel sizes shape beam-correlated noise, and it
+        gives ``n_lat`` without a cube.  Default: the cube's pixels, channels and
+        ``attrs["beam_fwhm"]`` (else 30"), or SMALL (a PV image's own channels when its
+        velocity coordinate has units).
     n_lat:
         Latitude pixels reduced, for a PV-image ``cube`` or no cube (default ``grid.lat.steps``).
     seed:
@@ -137,14 +174,15 @@ class NoisePicker(ConfigWidget):
     Attributes
     ----------
     value : NoiseConfig or None
-        The noise, as ``RunConfig.noise`` holds it.  Impossible settings (``sigma < 0``) show
-        a message in the widget and keep the previous value.  Observe with
+        The noise, as ``RunConfig.noise`` holds it.  Impossible settings (``sigma < 0``, a
+        channel width that is not a positive number or ``grid``) show a message in the widget
+        and keep the previous value.  Observe with
         ``picker.observe(handler, names="value")``.
     reduction : str
         ``"mean"`` or ``"max"``; link it to a :class:`ReductionPicker`'s ``value`` with
         ``traitlets.link``.
     levels : dict
-        :func:`noise_levels` of the current value: PV noise std and mean in K.
+        :func:`noise_levels` of the current value: rms per cube pixel, PV noise std and mean in K.
     preview : ipywidgets.Image or None
         The PNG preview, ``None`` without a cube.
     """
@@ -167,6 +205,9 @@ class NoisePicker(ConfigWidget):
         shown = self.value or NoiseConfig()
         self.enabled = ipw.Checkbox(value=self.value is not None, description="add noise", indent=False)
         self.sigma_input = ipw.FloatText(value=shown.sigma, step=0.1, description="sigma (K)")
+        self.channel_input = ipw.Combobox(value=_channel_text(shown.channel_width), options=["0.25", PER_PIXEL],
+                                          ensure_option=False, continuous_update=False,
+                                          description="per (km/s)", placeholder="0.25 or grid")
         self.mean_input = ipw.FloatText(value=shown.mean, step=0.1, description="mean (K)")
         self.fade_input = ipw.Checkbox(value=shown.fade, description="fade (x U(0, 1) per sample)", indent=False)
         self.beam_input = ipw.Checkbox(value=shown.correlated_beam, description="beam-correlated", indent=False)
@@ -176,7 +217,7 @@ class NoisePicker(ConfigWidget):
         for control in self._controls():
             control.observe(self._on_control, names="value")
         self.levels_text = ipw.HTML(value="")
-        children = [self.enabled, ipw.HBox([self.sigma_input, self.mean_input]),
+        children = [self.enabled, ipw.HBox([self.sigma_input, self.channel_input]), self.mean_input,
                     ipw.HBox([self.fade_input, self.beam_input]), self.reduction_toggle,
                     self.error.widget, self.levels_text]
         self.preview = None
@@ -206,7 +247,8 @@ class NoisePicker(ConfigWidget):
             return self.reduction
 
     def _controls(self):
-        return (self.enabled, self.sigma_input, self.mean_input, self.fade_input, self.beam_input)
+        return (self.enabled, self.sigma_input, self.channel_input, self.mean_input, self.fade_input,
+                self.beam_input)
 
     def _on_control(self, change) -> None:
         if self._syncing:
@@ -216,8 +258,9 @@ class NoisePicker(ConfigWidget):
             self.value = None
             return
         try:
-            new = NoiseConfig(sigma=self.sigma_input.value, mean=self.mean_input.value,
-                              fade=self.fade_input.value, correlated_beam=self.beam_input.value)
+            new = NoiseConfig(sigma=self.sigma_input.value, channel_width=_parse_channel(self.channel_input.value),
+                              mean=self.mean_input.value, fade=self.fade_input.value,
+                              correlated_beam=self.beam_input.value)
         except (ValueError, TypeError) as err:
             self.error.show(str(err))  # the value keeps its last valid setting
             return
@@ -234,6 +277,7 @@ class NoisePicker(ConfigWidget):
             self.enabled.value = self.value is not None
             if self.value is not None:
                 self.sigma_input.value = self.value.sigma
+                self.channel_input.value = _channel_text(self.value.channel_width)
                 self.mean_input.value = self.value.mean
                 self.fade_input.value = self.value.fade
                 self.beam_input.value = self.value.correlated_beam
@@ -301,7 +345,7 @@ class NoisePicker(ConfigWidget):
                               generator=generator, dtype=torch.float64)[0].numpy()
             pv = pv + fade * draw
             faded = f", fade x{fade:.2f}" if config.fade else ""
-            title = f"PV ({reduction}) + noise, sigma {config.sigma:g} K{faded}, seed {self.seed}"
+            title = f"PV ({reduction}) + noise, {noise.sigma_pixel:.3g} K/pixel{faded}, seed {self.seed}"
         pv = pv.assign_attrs(units="K")
         # a linear stretch: asinh would lift the noise floor and hide how it compares to the signal
         png = render_png(lambda ax: pv_image(pv, ax=ax, title=title, stretch="linear"), self._figsize, self._dpi)
@@ -311,10 +355,20 @@ class NoisePicker(ConfigWidget):
         config, n = self.value, self._n_lat
         if config is None:
             return "<small>No noise: training inputs stay noise-free.</small>"
-        beam = " (beam-correlated: more than sigma/sqrt(n))" if config.correlated_beam else ""
-        text = (f"PV noise std for the mean over {n} latitude pixels: "
-                f"<b>{levels['pv_std_mean']:.3g} K</b> (sigma {config.sigma:g} K / sqrt({n}) = "
-                f"{config.sigma / math.sqrt(n):.3g} K{beam}), offset {config.mean:g} K")
+        sigma = levels["sigma_pixel"]
+        dv = self._grid.velocity.step
+        if config.per_pixel:
+            text = f"rms per cube pixel: <b>{sigma:.3g} K</b> (sigma as given, per grid pixel)"
+        else:
+            text = (f"rms per cube pixel: <b>{sigma:.3g} K</b> in the grid's {dv:.3g} km/s channels "
+                    f"({config.sigma:g} K x sqrt({config.channel_width:g} / {dv:.3g}))")
+        white = sigma / math.sqrt(n)
+        beam = ""
+        if config.correlated_beam and white > 0:
+            beam = f", x {levels['pv_std_mean'] / white:.3g} as the pixels are beam-correlated"
+        text += (f"; PV noise std for the mean over {n} latitude pixels: "
+                 f"<b>{levels['pv_std_mean']:.3g} K</b> ({sigma:.3g} K / sqrt({n}) = {white:.3g} K{beam}), "
+                 f"offset {config.mean:g} K")
         if levels["measured"]:
             text += (f"; for the max over {n} pixels: mean <b>{levels['pv_mean']:+.3g} K</b>, "
                      f"std <b>{levels['pv_std']:.3g} K</b> (measured on {_MAX_DRAWS[1] * _MAX_DRAWS[2]} "
@@ -345,10 +399,11 @@ class NoisePicker(ConfigWidget):
 
         ``data`` may be a whole run config dict: only its ``"noise"`` entry is used, and a
         dict without one means no noise (the run-config default).  A dict whose keys are all
-        NoiseConfig fields (``{"sigma": 2.0}``) is read as the noise itself.  ``cube`` and
+        NoiseConfig fields (``{"sigma": 0.9, "channel_width": 0.25}``) is read as the noise
+        itself (without ``channel_width``: sigma per grid pixel, as such dicts meant before).  ``cube`` and
         ``kwargs`` go to the constructor; bad settings raise ValueError.
         """
-        value = config_entry(data, CONFIG_KEY, _is_noise_entry, "{'sigma': 1.0}")
+        value = config_entry(data, CONFIG_KEY, _is_noise_entry, "{'sigma': 0.9, 'channel_width': 0.25}")
         return cls(cube=cube, value=value, **kwargs)
 
     @classmethod

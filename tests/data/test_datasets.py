@@ -31,7 +31,8 @@ class PerMetreObserver(SimpleObserver):
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     root = tmp_path_factory.mktemp("datasets")
-    km = write_dataset(root / "km.zarr", N, TINY, seed=5, workers=0, chunk_size=4, progress=False)
+    km = write_dataset(root / "km.zarr", N, TINY, observer=SimpleObserver(TINY), seed=5, workers=0, chunk_size=4,
+                       progress=False)
     metre = write_dataset(root / "m.zarr", N, TINY, observer=PerMetreObserver(TINY), seed=5, workers=0,
                           chunk_size=4, progress=False)
     return {"km": km, "m": metre}
@@ -121,8 +122,8 @@ def test_in_memory_and_float16_stores_give_the_same_items(tmp_path, stores):
     for (a, b), (c, d) in zip(_all_items(lazy), _all_items(memory)):
         torch.testing.assert_close(a, c, rtol=0, atol=0)
         torch.testing.assert_close(b, d, rtol=0, atol=0)
-    half = write_dataset(tmp_path / "half.zarr", N, TINY, seed=5, dtype="float16", workers=0, chunk_size=4,
-                         progress=False)
+    half = write_dataset(tmp_path / "half.zarr", N, TINY, observer=SimpleObserver(TINY), seed=5, dtype="float16",
+                         workers=0, chunk_size=4, progress=False)
     half_items = PreObservedDataset(half, split="test")
     assert half_items.indices.tolist() == lazy.indices.tolist()
     obs, tgt = half_items[0]

@@ -185,8 +185,8 @@ def test_litter_store_written_like_any_dataset(tmp_path):
     from iris_nb.data.store import sample_seed, write_dataset
 
     lgrid = litter_grid(GRID, "far", steps=16)
-    path = write_dataset(tmp_path / "far.zarr", 3, lgrid, model=far_side_litter, seed=1, workers=0,
-                         progress=False)
+    path = write_dataset(tmp_path / "far.zarr", 3, lgrid, model=far_side_litter, observer=SimpleObserver(lgrid),
+                         seed=1, workers=0, progress=False)
     store = PreObservedDataset(path, split="train", validation_fraction=0.0, test_fraction=0.0)
     assert len(store) == 3
     expected = SimpleObserver(lgrid).observe(far_side_litter(lgrid, seed=sample_seed(1, 0))).mean("lat")

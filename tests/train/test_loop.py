@@ -127,7 +127,8 @@ def test_callback_stop_writes_checkpoint_and_marks_result(tmp_path):
 def test_noise_and_litter_touch_inputs_only():
     data = pairs(4)
     litter = AddPV(torch.full((1, 1, 64, 64), 0.5))
-    prep = BatchPreparer(model(), "pairs", torch.device("cpu"), noise=Noise(sigma=0.3, fade=False), litter=litter)
+    noise = Noise(sigma=0.3, channel_width="grid", correlated_beam=False, fade=False)  # 0.3 K per pixel
+    prep = BatchPreparer(model(), "pairs", torch.device("cpu"), noise=noise, litter=litter)
     batch = (data.tensors[0][:4], data.tensors[1][:4])
     inputs, targets = prep(batch, batch_generator(0, "train", 0, 0))
     assert torch.equal(targets, batch[1]) and litter.calls == 1
@@ -136,7 +137,8 @@ def test_noise_and_litter_touch_inputs_only():
     assert float(noise_part.std()) == pytest.approx(expected_std, rel=0.1)
     again, _ = prep(batch, batch_generator(0, "train", 0, 0))
     assert torch.equal(again, inputs)  # same (seed, epoch, batch): same draws
-    result = train_reverter(model(), data, noise=Noise(sigma=0.3), litter=litter, config=quick(), progress=False)
+    faded = Noise(sigma=0.3, channel_width="grid", correlated_beam=False)
+    result = train_reverter(model(), data, noise=faded, litter=litter, config=quick(), progress=False)
     assert litter.calls > 1 and np.isfinite(result.train_losses[0])
     real = Litter(torch.full((3, 1, 64, 64), 0.25), p=1.0)  # the package's Litter: every sample hit
     prep = BatchPreparer(model(), "pairs", torch.device("cpu"), litter=real)
@@ -170,7 +172,7 @@ def test_store_pairs_are_converted_to_the_model_units(tmp_path):
     from iris_nb.data.store import write_dataset
     from iris_nb.units import density_scale
 
-    write_dataset(tmp_path / "store", 4, GRID, seed=1, workers=0, progress=False)
+    write_dataset(tmp_path / "store", 4, GRID, observer=SimpleObserver(GRID), seed=1, workers=0, progress=False)
     train = PreObservedDataset(tmp_path / "store", split="train", validation_fraction=0.25, test_fraction=0.0)
     with pytest.raises(ValueError, match="input_space"):
         train_reverter(model(), train, config=quick())  # a brightness model given column densities
@@ -191,7 +193,8 @@ def test_a_store_is_read_chunk_by_chunk_in_training(tmp_path, monkeypatch):
     from iris_nb.data.datasets import PreObservedDataset
     from iris_nb.data.store import write_dataset
 
-    write_dataset(tmp_path / "store", 24, GRID, seed=1, workers=0, progress=False, chunk_size=4)
+    write_dataset(tmp_path / "store", 24, GRID, observer=SimpleObserver(GRID), seed=1, workers=0, progress=False,
+                  chunk_size=4)
     train = PreObservedDataset(tmp_path / "store", split="train", validation_fraction=0.0, test_fraction=0.0,
                                cache_chunks=1)
     decoded, read = [], []

@@ -25,7 +25,7 @@ def store(tmp_path_factory) -> str:
 def full_run(store, tmp_path) -> RunConfig:
     return RunConfig(dataset=[store, store], grid=GRID, checkpoint_dir=str(tmp_path / "ckpt"),
                      training=TrainingConfig(epochs=2, batch_size=2, lr=3e-4, milestones=(1,)),
-                     noise=NoiseConfig(sigma=0.5, fade=False), litter={"paths": store, "p": 0.25},
+                     noise=NoiseConfig(sigma=0.5, channel_width=0.25, fade=False), litter={"paths": store, "p": 0.25},
                      reduction="mean", seed=7, debug={"save_state": True})
 
 
@@ -71,6 +71,17 @@ def test_yaml_written_by_hand_is_read(store, tmp_path):
     assert run.noise == NoiseConfig() and run.grid is None and run.litter is None
 
 
+def test_noise_of_old_run_files_keeps_its_per_pixel_meaning(store, tmp_path):
+    """A run file written before channel widths: sigma per grid pixel, white noise, no error."""
+    path = tmp_path / "old.yaml"
+    path.write_text(f"dataset: {store}\nnoise: {{sigma: 1.0, mean: 0.0, fade: true, correlated_beam: false}}\n")
+    run = RunConfig.from_yaml(path)
+    assert run.noise == NoiseConfig(sigma=1.0, channel_width="grid", correlated_beam=False)
+    assert RunConfig.from_yaml(run.to_yaml(tmp_path / "new.yaml")).noise == run.noise  # now says "grid"
+    assert run.to_dict()["noise"]["channel_width"] == "grid"
+    assert RunConfig(dataset=store, noise={"sigma": 0.9, "channel_width": 0.25}).noise == NoiseConfig()
+
+
 def test_seed_overrides_training_seed(store):
     run = RunConfig(dataset=store, training={"seed": 1, "epochs": 1}, seed=5)
     assert run.training.seed == 5
@@ -88,6 +99,8 @@ def test_seed_overrides_training_seed(store):
     ({"litter": {"paths": ["a", "b"], "p": [0.5]}}, ["2 paths but 1 probabilities"]),
     ({"litter": {"paths": ["a"], "scale": -1}}, ["litter", "scale", ">= 0"]),
     ({"noise": {"sigma": -1}}, ["sigma", ">= 0"]),
+    ({"noise": {"sigma": 0.9, "channel_width": 0}}, ["channel_width", "> 0 km/s"]),
+    ({"noise": {"sigma": 0.9, "channel_width": "fine"}}, ["channel_width", "'grid'"]),
     ({"seed": -3}, ["seed", "non-negative"]),
     ({"dataset": []}, ["dataset", "non-empty"]),
     ({"grid": "HUGE"}, ["unknown grid preset", "SMALL"]),
@@ -180,7 +193,8 @@ def test_cli_has_train_and_keeps_quickstart():
 
 
 def test_cli_train_runs_a_config_and_prints_progress_lines(store, tmp_path, capsys):
-    run = RunConfig(dataset=store, checkpoint_dir=str(tmp_path / "cli"), test_fraction=0.0, noise={"sigma": 0.05},
+    run = RunConfig(dataset=store, checkpoint_dir=str(tmp_path / "cli"), test_fraction=0.0,
+                    noise={"sigma": 0.05, "channel_width": 0.25},  # beam-correlated on the store's grid
                     training={"epochs": 1, "batch_size": 3, "batches_per_update": 2, "validation_fraction": 0.25})
     config = tmp_path / "run.yaml"
     run.to_yaml(config)

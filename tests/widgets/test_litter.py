@@ -34,6 +34,7 @@ def stores(tmp_path_factory):
                                     ("plain", disc_gas, "near", GRID),
                                     ("wide", near_side_litter, "near", GRID.replace(lon=Axis(-1.5, 1.5, 16)))]:
         made[name] = str(write_dataset(root / f"{name}.zarr", 4, litter_grid(grid, side, steps=16), model=model,
+                                       observer=SimpleObserver(litter_grid(grid, side, steps=16)),
                                        seed=len(made), workers=0, progress=False))
     return made
 

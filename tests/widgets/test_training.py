@@ -124,12 +124,12 @@ def test_yaml_round_trip_and_controls_follow_value(store, tmp_path):
     panel.precision_input.value = "bf16"
     panel.grid_input.value = None
     panel.reduction_picker.value = "max"
-    panel.noise_picker.value = NoiseConfig(sigma=0.5, fade=False)
+    panel.noise_picker.value = NoiseConfig(sigma=0.5, channel_width=0.25, fade=False)
     assert panel.error.text == ""
     run = panel.value
     assert (run.training.epochs, run.training.lr, run.training.scheduler, run.training.precision) == (
         7, 5e-4, "cosine", "bf16")
-    assert run.reduction == "max" and run.noise == NoiseConfig(sigma=0.5, fade=False) and run.grid is None
+    assert run.reduction == "max" and run.noise == NoiseConfig(sigma=0.5, channel_width=0.25, fade=False) and run.grid is None
     assert panel.milestones_input.disabled  # milestones only mean something for the multistep schedule
 
     assert panel.to_dict() == run.to_dict()

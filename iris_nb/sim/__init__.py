@@ -15,6 +15,7 @@ from .cmz import CMZ_PARAMETERS, draw_cmz_parameters, make_cmz
 from .columnize import columnize, columnize_tensors
 from .excitation import Excitation, solve_excitation
 from .excitation_table import ExcitationTable
+from .family import FamilySummary, family_summary
 from .fields import (
     FIELD_UNITS,
     HYDROGEN_MASS_FRACTION,
@@ -34,6 +35,7 @@ __all__ = [
     "Excitation",
     "ExcitationTable",
     "FIELD_UNITS",
+    "FamilySummary",
     "HYDROGEN_MASS_FRACTION",
     "LITTER_PARAMETERS",
     "LineObserver",
@@ -46,6 +48,7 @@ __all__ = [
     "columnize_tensors",
     "draw_cmz_parameters",
     "empty_field",
+    "family_summary",
     "far_side_litter",
     "field_from_arrays",
     "field_tensors",

@@ -6,6 +6,7 @@ What a notebook user types::
     cube = iris_nb.open_cube(paths)                  # FITS file(s) -> DataArray (lon, lat, velocity), K
     model = iris_nb.Reverter.load(path)              # iris_nb model file or bare IRIS state dict
     top_down = cube.iris.revert(model, units="Msun/pc3")   # DataArray (distance, lon)
+    cube.iris.diagnose(model)                        # the cube vs the model's training inputs
     iris_nb.plot.top_down(top_down)
 """
 
@@ -24,6 +25,7 @@ from .model import ModelFileError, Reverter  # noqa: E402
 from .model.pretrained import pretrained  # noqa: E402
 from . import accessor  # noqa: E402,F401  (registers DataArray.iris)
 from .reversion import revert  # noqa: E402
+from .diagnose import OutOfDistributionWarning  # noqa: E402
 
 _LAZY_SUBPACKAGES = ("data", "plot", "sim", "train", "widgets")
 
@@ -46,6 +48,7 @@ __all__ = [
     "SEDIGISM",
     "SMALL",
     "ModelFileError",
+    "OutOfDistributionWarning",
     "Reverter",
     "grids",
     "io",

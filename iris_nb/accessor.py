@@ -8,6 +8,7 @@ arguments and delegates to a plain function that is usable without the accessor:
 ``cube.iris.reduce(how="mean")``       :func:`iris_nb.cube.reduce_cube`
 ``cube.iris.regrid(grid_or_model)``    :func:`iris_nb.regrid.regrid_cube`
 ``cube.iris.revert(model, ...)``       :func:`iris_nb.reversion.revert`
+``cube.iris.diagnose(model)``          :func:`iris_nb.diagnose.diagnose`
 =====================================  =============================================
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import xarray as xr
 
 from .cube import reduce_cube, standardize_cube
+from .diagnose import diagnose
 from .grids import Grid
 from .regrid import regrid_cube
 from .reversion import revert
@@ -59,3 +61,11 @@ class IrisAccessor:
         if model is None:
             raise TypeError("revert needs a model: cube.iris.revert(iris_nb.Reverter.load(path))")
         return revert(self._obj, model, units=units, in_units=in_units, batch_size=batch_size, device=device)
+
+    def diagnose(self, model, in_units=None):
+        """pandas DataFrame, one row per statistic: where the cube's PV image (prepared as
+        ``revert`` prepares it) falls among the model's training inputs, with the training
+        range and whether it lies inside.  See :func:`~iris_nb.diagnose.diagnose`."""
+        if model is None:
+            raise TypeError("diagnose needs a model: cube.iris.diagnose(iris_nb.Reverter.load(path))")
+        return diagnose(self._obj, model, in_units=in_units)

@@ -4,14 +4,19 @@
 :class:`~iris_nb.model.Reverter` (or an ensemble of them):
 
 standardise the cube -> regrid it to the model grid -> reduce latitude with the model's
-reduction -> convert units -> run the network in batches -> label the result.
+reduction -> convert units -> compare the PV image with the model's training inputs
+(:mod:`iris_nb.diagnose`, an :class:`~iris_nb.diagnose.OutOfDistributionWarning` when it lies
+outside them) -> run the network in batches -> label the result.
 
 Everything that can be wrong with the input (cube, units, models) is checked before the
 cube is regridded, and the network only runs once all unit conversions are known to work.
+:func:`prepare_inputs` is the part up to the PV images, shared with
+:func:`iris_nb.diagnose.diagnose`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 
@@ -25,7 +30,7 @@ from .model.checkpoint import _package_version
 from .regrid import regrid_cube
 from .units import SI_UNITS, brightness_scale, density_scale, parse_unit
 
-__all__ = ["revert", "input_space_for", "best_device"]
+__all__ = ["revert", "prepare_inputs", "PreparedInputs", "input_space_for", "best_device"]
 
 _SOURCE_KEYS = ("source", "filename", "file", "path", "origin", "title", "OBJECT")
 
@@ -100,6 +105,56 @@ def _check_models(model_or_models) -> tuple[list, bool]:
             f"(names {names}); revert with each group separately"
         )
     return models, ensemble
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedInputs:
+    """A cube made ready for a group of models by :func:`prepare_inputs`.
+
+    ``pvs`` maps each reduction the models use to ``(pv, values)``: the reduced DataArray
+    ``(extra?, lon, velocity)`` and its float32 values ``(N, lon, v)`` in ``in_unit`` of
+    ``in_space`` (``N`` = 1, or the stack length); a model takes
+    ``values * model.input_scale(in_unit, in_space)``.  ``units`` is the standardised cube's
+    data unit.
+    """
+
+    in_space: str
+    in_unit: object
+    units: str
+    pvs: dict
+
+    def model_inputs(self, model) -> np.ndarray:
+        """The PV images ``(N, lon, v)`` exactly as ``model`` receives them, in its input unit."""
+        values = self.pvs[model.reduction][1]
+        scale = model.input_scale(self.in_unit, self.in_space) if hasattr(model, "input_scale") else 1.0
+        return values * np.float32(scale) if scale != 1.0 else values
+
+
+def prepare_inputs(cube: xr.DataArray, models: list, in_units=None, out_unit=None) -> PreparedInputs:
+    """Standardise, regrid and reduce ``cube`` for ``models`` (a list sharing one grid).
+
+    Every unit conversion (input, and output to ``out_unit`` when given) is tried for every
+    model before the cube is regridded.  See :class:`PreparedInputs` for what comes back.
+    """
+    grid = models[0].grid
+    std = standardize_cube(cube, grid, data_units=in_units, to_kelvin=False)
+    in_space, in_unit, scale = input_space_for(std.attrs["units"], std.attrs, grid.rest_frequency)
+    for model in models:  # every unit conversion is tried before any array work
+        if hasattr(model, "input_scale") and hasattr(model, "output_scale"):
+            model.input_scale(in_unit, in_space)
+            if out_unit is not None:
+                model.output_scale(out_unit)
+
+    regridded = regrid_cube(std, grid)
+    pvs = {}
+    for model in models:
+        if model.reduction not in pvs:
+            pv = reduce_cube(regridded, model.reduction)
+            values = np.asarray(pv.data, dtype=np.float32)
+            if scale != 1.0:
+                values = values * np.float32(scale)
+            pvs[model.reduction] = (pv, values.reshape((-1,) + grid.pv_shape))
+    return PreparedInputs(in_space=in_space, in_unit=in_unit, units=std.attrs["units"], pvs=pvs)
 
 
 def _optimizer():
@@ -195,6 +250,13 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
     Dataset with ``mean`` and ``std`` ``(extra?, distance, lon)`` over the members and the
     per-model maps ``members`` ``(member, extra?, distance, lon)``.  Attrs record the model
     provenance (JSON), grid, reduction, iris_nb version, input source and time.
+
+    Warns
+    -----
+    :class:`~iris_nb.diagnose.OutOfDistributionWarning`, once per call, naming each statistic
+    of the PV image that lies outside the range of the model's training inputs (for an
+    ensemble, outside the union of its members' ranges); nothing for models without
+    ``input_statistics``.  ``cube.iris.diagnose(model)`` shows the whole comparison.
     """
     models, ensemble = _check_models(model_or_models)
     grid = models[0].grid
@@ -203,22 +265,12 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     device = best_device(device)
-    std = standardize_cube(cube, grid, data_units=in_units, to_kelvin=False)
-    in_space, in_unit, scale = input_space_for(std.attrs["units"], std.attrs, grid.rest_frequency)
-    for model in models:  # every unit conversion is tried before any array work
-        if hasattr(model, "input_scale") and hasattr(model, "output_scale"):
-            model.input_scale(in_unit, in_space)
-            model.output_scale(out_unit)
+    prepared = prepare_inputs(cube, models, in_units=in_units, out_unit=out_unit)
+    in_space, in_unit, pvs = prepared.in_space, prepared.in_unit, prepared.pvs
 
-    regridded = regrid_cube(std, grid)
-    pvs = {}
-    for model in models:
-        if model.reduction not in pvs:
-            pv = reduce_cube(regridded, model.reduction)
-            values = np.asarray(pv.data, dtype=np.float32)
-            if scale != 1.0:
-                values = values * np.float32(scale)
-            pvs[model.reduction] = (pv, values.reshape((-1,) + grid.pv_shape))
+    from .diagnose import warn_out_of_distribution
+
+    warn_out_of_distribution(prepared, models, ensemble)
     maps = [_run(m, pvs[m.reduction][1], in_unit, in_space, out_unit, int(batch_size), device) for m in models]
 
     pv = pvs[models[0].reduction][0]
@@ -236,7 +288,7 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
         "reduction": ",".join(sorted({m.reduction for m in models})),
         "iris_nb_version": _package_version(),
         "input_source": _source(cube.attrs),
-        "input_units": std.attrs["units"],
+        "input_units": prepared.units,
         "all_nan_fraction": float(pv.attrs.get("all_nan_fraction", 0.0)),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -3,11 +3,13 @@
 ``Reverter`` is the IRIS network (exact at 512 pixels, smaller powers of two for tests
 and notebooks; ``width=`` scales its channels, e.g. 0.25 for a ~16 times smaller model);
 ``Reverter.save`` / ``Reverter.load`` read and write model files (and bare
-IRIS state dicts); ``optimize_for_inference`` makes a faster evaluation-only copy.
+IRIS state dicts); ``optimize_for_inference`` makes a faster evaluation-only copy;
+``InputStatistics`` summarises the training inputs for the out-of-distribution guard.
 """
 
 from .attention import PixelSelfAttention2d
 from .checkpoint import ModelFileError, ModelFileNotFoundError
+from .input_statistics import InputStatistics, pv_statistics
 from .optimize import fold_batch_norm, optimize_for_inference, set_fast_attention
 from .reverter import INPUT_SPACES, REDUCTIONS, Reverter
 
@@ -16,6 +18,8 @@ __all__ = [
     "PixelSelfAttention2d",
     "ModelFileError",
     "ModelFileNotFoundError",
+    "InputStatistics",
+    "pv_statistics",
     "optimize_for_inference",
     "fold_batch_norm",
     "set_fast_attention",

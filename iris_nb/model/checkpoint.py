@@ -6,12 +6,16 @@ A model file is a ``torch.save`` of a plain dictionary::
      "state_dict": {name: tensor, ...},
      "metadata": {"grid": Grid.to_dict(), "width": float, "reduction": ...,
                   "input_space": ..., "units": {space: str}, "iris_nb_version": ..., "provenance": {...},
+                  "input_statistics": InputStatistics.to_dict() or None,
                   "created": ISO-8601 UTC, "parameters": int}}
 
 It is read with ``torch.load(..., weights_only=True)``, so loading never runs code from
 the file.  Bare IRIS state dicts (``torch.save(model.state_dict())``) load too; their
 channel width is read from the tensor shapes (1 for IRIS).  Files without a ``"width"``
-entry (written before it existed) have width 1.
+entry (written before it existed) have width 1.  Files without ``"input_statistics"`` (written
+before the out-of-distribution guard, and bare state dicts) load with
+``model.input_statistics = None``, which the model's repr notes in one line; ``revert`` then
+checks nothing.  Statistics of a newer definition than this iris_nb knows are dropped the same way.
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ def save_reverter(model, path, provenance: dict | None = None) -> Path:
             "units": {space: unit.to_string() for space, unit in model.units.items()},
             "iris_nb_version": _package_version(),
             "provenance": merged,
+            "input_statistics": _statistics_dict(model),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "parameters": model.num_parameters(),
         },
@@ -91,6 +96,21 @@ def save_reverter(model, path, provenance: dict | None = None) -> Path:
     mode = path.stat().st_mode & 0o777 if path.exists() else _default_file_mode()
     atomic_torch_save(payload, path, mode=mode)
     return path
+
+
+def _statistics_dict(model) -> dict | None:
+    stats = getattr(model, "input_statistics", None)
+    return None if stats is None else stats.to_dict()
+
+
+def _read_statistics(metadata: dict):
+    """The InputStatistics stored in a file's metadata, or ``None`` (absent, or of a newer definition)."""
+    from .input_statistics import DEFINITION, InputStatistics
+
+    data = metadata.get("input_statistics")
+    if data is None or int(data.get("definition", DEFINITION)) > DEFINITION:
+        return None
+    return InputStatistics.from_dict(data)
 
 
 def _default_file_mode() -> int:
@@ -213,8 +233,8 @@ def load_reverter(path, map_location="cpu", grid: Grid | str | None = None, widt
         else:
             model = cls(grid=Grid.from_dict(metadata["grid"]), reduction=metadata.get("reduction", "mean"),
                         input_space=metadata.get("input_space", "T"), provenance=metadata.get("provenance"),
-                        width=metadata.get("width", 1.0))
-    except (KeyError, TypeError, ValueError) as err:
+                        width=metadata.get("width", 1.0), input_statistics=_read_statistics(metadata))
+    except (AttributeError, KeyError, TypeError, ValueError) as err:
         raise ModelFileError(f"model file {path} has unusable metadata: {err}") from err
     problem = _describe_mismatch(path, model.state_dict(), state)
     if problem:

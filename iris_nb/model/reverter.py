@@ -5,8 +5,10 @@ IRIS ``torch.save(model.state_dict())`` files load unchanged with :meth:`Reverte
 The model carries what is needed to use it safely: its :class:`~iris_nb.grids.Grid`, the
 latitude reduction it was trained with, the quantity it was trained on (``input_space``),
 its units (four scalar buffers in the IRIS convention, "model units per SI unit"), its
-channel ``width`` multiplier (1 = IRIS; 0.25 gives a model ~16 times smaller) and a free-form
-provenance record.
+channel ``width`` multiplier (1 = IRIS; 0.25 gives a model ~16 times smaller), a free-form
+provenance record and the summary statistics of its training inputs
+(:class:`~iris_nb.model.input_statistics.InputStatistics`, ``None`` for models trained before
+they were recorded), against which :func:`iris_nb.diagnose.diagnose` places a cube.
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ class Reverter(nn.Module):
         parameters.  Counts are rounded to multiples of the attention heads and of the 4
         groups of the bottleneck convolutions (rule in :mod:`iris_nb.model.architecture`);
         ``width`` must be at least 1/32 (one channel per attention head).
+    input_statistics:
+        :class:`~iris_nb.model.input_statistics.InputStatistics` of the training inputs (or its
+        ``to_dict()``); ``train_reverter`` records them, :meth:`save` stores them.  ``None``
+        (an untrained model, or a file written before they existed) turns the
+        out-of-distribution check of ``revert`` off.
 
     Calling the model: ``model(inputs)`` with ``inputs`` of shape ``(B, 1, lon, lat, v)``
     in the model's input unit returns ``(B, 1, distance, lon)`` in the model's density
@@ -63,7 +70,8 @@ class Reverter(nn.Module):
     """
 
     def __init__(self, grid: Grid | str = SEDIGISM, reduction: str = "mean", units: dict | None = None,
-                 input_space: str = "T", provenance: dict | None = None, width: float = 1.0) -> None:
+                 input_space: str = "T", provenance: dict | None = None, width: float = 1.0,
+                 input_statistics=None) -> None:
         super().__init__()
         grid = get_grid(grid)
         size = _grid_size(grid)
@@ -81,6 +89,7 @@ class Reverter(nn.Module):
         self.input_space = input_space
         self.width = width
         self.provenance = _check_provenance(provenance)
+        self.input_statistics = input_statistics
         self.inference_only = False
         self.encoder = build_encoder(size, width)
         self.decoder = build_decoder(size, width)
@@ -110,6 +119,23 @@ class Reverter(nn.Module):
         """Astropy unit of the network's output densities."""
         return self.units["density"]
 
+    @property
+    def input_statistics(self):
+        """:class:`~iris_nb.model.input_statistics.InputStatistics` of the training inputs, or
+        ``None`` (no out-of-distribution check).  Assign an ``InputStatistics``, its dict, or ``None``."""
+        return self.__dict__.get("_input_statistics")
+
+    @input_statistics.setter
+    def input_statistics(self, value) -> None:
+        from .input_statistics import InputStatistics
+
+        if isinstance(value, dict):
+            value = InputStatistics.from_dict(value)
+        if value is not None and not isinstance(value, InputStatistics):
+            raise TypeError(f"input_statistics must be an InputStatistics, its to_dict() or None, got "
+                            f"{type(value).__name__}")
+        self.__dict__["_input_statistics"] = value
+
     def num_parameters(self, trainable_only: bool = True) -> int:
         """Number of (trainable) parameters; 14,339,641 at 512 and width 1."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
@@ -117,7 +143,13 @@ class Reverter(nn.Module):
     def extra_repr(self) -> str:
         return (f"grid={self.grid.name!r} (N={self.size}), width={self.width:g}, "
                 f"reduction={self.reduction!r}, input_space={self.input_space!r}, "
-                f"inference_only={self.inference_only}")
+                f"inference_only={self.inference_only}, {self._statistics_note()}")
+
+    def _statistics_note(self) -> str:
+        stats = self.input_statistics
+        if stats is None:
+            return "input_statistics=None (no out-of-distribution check)"
+        return f"input_statistics={stats.n_samples} training samples"
 
     # ------------------------------------------------------------------ forward
     def reduce(self, cube: torch.Tensor) -> torch.Tensor:
@@ -217,7 +249,8 @@ class Reverter(nn.Module):
 
     # ------------------------------------------------------------------ files
     def save(self, path, provenance: dict | None = None) -> None:
-        """Write the model (weights, grid, width, units, reduction, provenance) to ``path`` atomically.
+        """Write the model (weights, grid, width, units, reduction, provenance, input statistics)
+        to ``path`` atomically.
 
         ``provenance`` entries are merged into :attr:`provenance` first.  Read it back with
         :meth:`Reverter.load`.
@@ -235,7 +268,10 @@ class Reverter(nn.Module):
         :data:`~iris_nb.grids.SEDIGISM`), reduction ``"mean"``, input space ``"T"``, the
         units stored in their four scalars and ``width`` (default: read from the tensor
         shapes, 1 for IRIS files).  Files written by :meth:`save` carry their own grid and
-        width; ``grid`` and ``width`` are ignored for them.  The file is read with
+        width; ``grid`` and ``width`` are ignored for them.  Files written before training
+        recorded :attr:`input_statistics` (and bare state dicts) load as before, with
+        ``input_statistics=None``, noted in one line of the model's repr: ``revert`` cannot
+        check cubes against their training inputs.  The file is read with
         ``weights_only=True`` (no code runs); errors are
         :class:`~iris_nb.model.checkpoint.ModelFileError`.
         """

@@ -46,9 +46,10 @@ __all__ = ["CMZ_PARAMETERS", "VELOCITY_SPECTRUM_SLOPE", "draw_cmz_parameters", "
 
 CMZ_PARAMETERS = {
     "density_scale": (0.25, 1.0, "overall factor multiplying every density, as in the IRIS paper", ""),
-    "ring_semi_major": (80.0, 120.0, "semi-major axis a of the x2 ring", "pc"),
+    "ring_semi_major": (105.0, 135.0, "semi-major axis a of the x2 ring (Sgr B2 and Sgr C lie ~100 and "
+                        "~80 pc from Sgr A* in projection)", "pc"),
     "ring_axis_ratio": (0.5, 0.8, "minor over major axis b / a of the ring", ""),
-    "ring_bar_angle": (60.0, 120.0, "angle from the bar's major axis to the ring's major axis: x2 "
+    "ring_bar_angle": (70.0, 110.0, "angle from the bar's major axis to the ring's major axis: x2 "
                        "orbits are elongated across the bar (ring_angle = bar_angle + this, unless "
                        "ring_angle is given)", "deg"),
     "ring_coverage": (0.6, 1.3, "fraction of the ring's orbit holding gas: >= 1 a closed ring, less an "
@@ -88,7 +89,8 @@ CMZ_PARAMETERS = {
                     "(the field's turbulent_b; b = sqrt(2) sigma)", "km/s"),
     "molecular_density": (1.0, 5.0, "density at which gas is half molecular (x_h2 = 0.25), half-way "
                           "between the two temperatures and has half its CO", "solMass / pc3"),
-    "temperature_dense": (20.0, 80.0, "kinetic temperature of dense gas", "K"),
+    "temperature_dense": (15.0, 35.0, "kinetic temperature of dense gas (set so that 13CO(2-1) peaks "
+                          "bracket the survey's; see family_summary)", "K"),
     "temperature_diffuse": (60.0, 250.0, "kinetic temperature of diffuse gas (at least temperature_dense)", "K"),
     "tracer_abundance": (2.5e-6, 6e-6, "13CO per H2 in dense gas (CO/H2 = 1e-4 over 12C/13C = 25 "
                          "gives 4e-6)", ""),

@@ -9,7 +9,8 @@
      "pending_gradients": {name: tensor} or None,         # a stop inside an accumulation group
      "epoch_partial": {...},                               # running sums of the stopped epoch
      "rng": {"torch": ..., "cuda": [...], "numpy": ..., "python": ...},
-     "history": {...}, "config": TrainingConfig.to_dict(), "world_size": int, "created": ISO}
+     "history": {...}, "config": TrainingConfig.to_dict(), "world_size": int, "created": ISO,
+     "input_statistics": InputStatisticsRecorder.state_dict()}   # the inputs summarised so far
 
 Files are written to a temporary file in the same folder, flushed to disk and moved over
 the old one with :func:`os.replace`, so a crash never leaves a half-written checkpoint and

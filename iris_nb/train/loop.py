@@ -16,6 +16,11 @@ the same, with a world of one in the first case:
   all-reduced, losses all-reduced for reporting, and only rank 0 calls callbacks, shows the
   progress bar and writes files.
 
+The first :data:`STATISTICS_SAMPLES` training inputs, as the network sees them (after litter
+and noise), are summarised by an :class:`~iris_nb.model.input_statistics.InputStatisticsRecorder`
+into ``model.input_statistics``, which ``model.pt`` stores and ``revert`` checks cubes against
+(on several processes, rank 0's own samples).
+
 Checkpoints (:mod:`~iris_nb.train.checkpoint`) are written atomically after every
 ``checkpoint_every`` epochs, at the end, and when a callback asks to stop (then inside the
 epoch, with the accumulated gradients of an unfinished group), so ``resume=True`` continues
@@ -36,6 +41,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import checkpoint as ckpt
 from ..data.samplers import ChunkShuffleSampler, chunk_ids_of
+from ..model.input_statistics import InputStatisticsRecorder
 from .batches import BatchPreparer, batch_generator, inspect_dataset, n_batches, split_dataset
 from .config import TrainingConfig
 from .distributed import (all_reduce_sum, barrier, broadcast_flag, init_from_env, is_distributed, rank,
@@ -46,7 +52,10 @@ from .preflight import as_config, check_callbacks, check_model, env_world_size, 
 from .result import TrainingResult
 from .sync_batch_norm import convert_sync_batchnorm, revert_sync_batchnorm
 
-__all__ = ["train_reverter", "TrainingResult"]
+__all__ = ["train_reverter", "TrainingResult", "STATISTICS_SAMPLES"]
+
+STATISTICS_SAMPLES = 512
+"""How many training inputs (the first ones seen) ``model.input_statistics`` summarises."""
 
 
 def train_reverter(model, dataset, noise=None, litter=None, observer=None, config: TrainingConfig | None = None,
@@ -58,7 +67,8 @@ def train_reverter(model, dataset, noise=None, litter=None, observer=None, confi
     ----------
     model:
         A :class:`~iris_nb.model.Reverter`; trained in place (inputs ``(B, 1, lon, v)`` in
-        its input unit, outputs ``(B, 1, distance, lon)`` in its density unit).
+        its input unit, outputs ``(B, 1, distance, lon)`` in its density unit).  Its
+        ``input_statistics`` are replaced by those of the first 512 training inputs.
     dataset:
         Either observed pairs, items ``(observation (1, lon, v), target (1, distance, lon))``
         float32 in the model's units, or physical fields, items dicts of
@@ -180,6 +190,7 @@ class _Trainer:
         self.history = {"train_losses": [], "validation_losses": [], "learning_rates": [], "epoch_times": [],
                         "batch_losses": [], "updates": 0, "samples_seen": 0, "world_size": self.world}
         self.start_epoch = self.start_batch = 0
+        self.recorder = InputStatisticsRecorder(model.grid, limit=STATISTICS_SAMPLES)
         self.pending, self.partial = None, None
         self.stop_requested = False
         if state is not None:
@@ -197,6 +208,7 @@ class _Trainer:
         self.history = state["history"]
         self.start_epoch, self.start_batch = int(state["epoch"]), int(state["batch"])
         self.pending, self.partial = state.get("pending_gradients"), state.get("epoch_partial")
+        self.recorder.load_state_dict(state.get("input_statistics"))
         if self.start_epoch > self.config.epochs:
             raise ValueError(f"the checkpoint already holds {self.start_epoch} epochs, more than epochs="
                              f"{self.config.epochs}; raise epochs or use another checkpoint_dir")
@@ -223,10 +235,20 @@ class _Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "epoch": epoch, "batch": batch, "pending_gradients": pending or None, "epoch_partial": partial,
                 "rng": ckpt.rng_state(), "history": self.history, "config": self.config.to_dict(),
-                "world_size": self.world,
+                "world_size": self.world, "input_statistics": self.recorder.state_dict(),
             })
+            self._record_statistics()
             self.model.save(self.folder / ckpt.MODEL_NAME, provenance={"training": self._provenance()})
         barrier()
+
+    def _record_statistics(self) -> None:
+        """Put the statistics of the inputs seen so far into the model (kept when none were seen)."""
+        where = f" of rank {self.rank}" if self.world > 1 else ""
+        stats = self.recorder.statistics(self.model.input_unit.to_string(),
+                                         source=f"first {self.recorder.count} training inputs{where}, "
+                                                "after litter and noise")
+        if stats is not None:
+            self.model.input_statistics = stats
 
     def _provenance(self) -> dict:
         h = self.history
@@ -259,6 +281,7 @@ class _Trainer:
             bar.close()
         if self.distributed:
             revert_sync_batchnorm(self.model)
+        self._record_statistics()
         self.model.eval()
         result = self._result(stopped)
         self._call("train_end", result.to_dict())
@@ -304,6 +327,8 @@ class _Trainer:
         cfg = self.config
         generator = batch_generator(cfg.seed, "train", epoch, index, self.rank, self.device)
         inputs, targets = self.prepare(batch, generator)
+        if not self.recorder.full:
+            self.recorder.add(inputs)
         if cfg.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         group = index // cfg.batches_per_update

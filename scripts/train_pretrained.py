@@ -2,13 +2,21 @@
 
 Stages (each resumable; rerunning the script continues where it stopped):
 
-1. training data: ``--n`` pairs on the SMALL grid from :func:`iris_nb.sim.make_cmz` observed by
-   the 13CO(2-1) :class:`iris_nb.sim.LineObserver`, plus near- and far-side litter stores;
-2. training: a width-0.25 Reverter (~0.9 M parameters, 3.6 MB) with 1 K noise per cube pixel
-   and litter, through :func:`iris_nb.train.run_training` (the same code path as ``iris-nb train``);
+1. training data: ``--n`` pairs on the SMALL grid from the default family (:func:`iris_nb.sim.make_cmz`
+   observed by the 13CO(2-1) :class:`iris_nb.sim.LineObserver` with non-LTE escape-probability
+   excitation), plus near- and far-side litter stores (disc, 3-kpc arm, bar x1 orbits and dust
+   lanes; the near side absorbs);
+2. training: a width-0.25 Reverter (~0.9 M parameters, 3.6 MB) with the SEDIGISM survey noise
+   (0.9 K per 0.25 km/s channel, beam-correlated, fade) and litter, with the total-mass term in
+   the loss (``scaled_density_mass``), through :func:`iris_nb.train.run_training` (the same code
+   path as ``iris-nb train``);
 3. testing on the held-out test split with :func:`iris_nb.train.test_reverter`; the metrics and
    the run configuration go into the model file's provenance and into
    ``benchmarks/results/pretrained_cmz_small.json``.
+
+``--first-family`` reproduces the first shipped model's recipe (LTE observations, 1 K white
+noise per pixel, the plain ScaledDensityLoss); the fields are still drawn from the current
+``make_cmz``.
 
 Usage::
 
@@ -31,7 +39,7 @@ OUTPUT = ROOT / "iris_nb" / "model" / "weights" / "cmz-small.pt"
 RESULTS = ROOT / "benchmarks" / "results" / "pretrained_cmz_small.json"
 
 
-def make_data(workdir: Path, n: int, n_litter: int, workers: int, excitation: str = "lte") -> dict:
+def make_data(workdir: Path, n: int, n_litter: int, workers: int, excitation: str = "escape") -> dict:
     """Write the CMZ store and the two litter stores; returns their paths."""
     from iris_nb.data import write_dataset
     from iris_nb.sim import LineObserver, far_side_litter, litter_grid, near_side_litter
@@ -44,8 +52,12 @@ def make_data(workdir: Path, n: int, n_litter: int, workers: int, excitation: st
     return paths
 
 
+FIRST_NOISE = {"sigma": 1.0, "channel_width": "grid", "fade": True, "correlated_beam": False}
+SURVEY_NOISE = {"sigma": 0.9, "channel_width": 0.25, "fade": True, "correlated_beam": True}
+
+
 def train(workdir: Path, paths: dict, epochs: int, device: str = "cpu", width: float = 0.25,
-          batch_size: int = 8, num_workers: int = 0):
+          batch_size: int = 8, num_workers: int = 0, first_family: bool = False):
     """Train with run_training and return (model, run, result)."""
     from iris_nb.train import RunConfig, run_training
 
@@ -53,9 +65,10 @@ def train(workdir: Path, paths: dict, epochs: int, device: str = "cpu", width: f
         dataset=str(paths["cmz"]),
         checkpoint_dir=str(workdir / "run"),
         width=width,
-        noise={"sigma": 1.0, "channel_width": "grid", "fade": True, "correlated_beam": False},  # as shipped
+        noise=FIRST_NOISE if first_family else SURVEY_NOISE,
         litter={"paths": [str(paths["near"]), str(paths["far"])], "p": [0.3, 0.3]},
         training={"epochs": epochs, "batch_size": batch_size, "batches_per_update": 1, "lr": 1e-3,
+                  "loss": "scaled_density" if first_family else "scaled_density_mass",
                   "num_workers": num_workers,
                   "milestones": [max(1, int(epochs * 0.6)), max(2, int(epochs * 0.75)), max(3, int(epochs * 0.9))],
                   "gamma": 0.5, "seed": 0},
@@ -76,18 +89,19 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=float, default=0.25, help="Reverter channel multiplier")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--loader-workers", type=int, default=0, help="DataLoader processes in training")
-    parser.add_argument("--excitation", default="lte", choices=("lte", "escape"),
-                        help="LineObserver excitation (the shipped cmz-small was trained on 'lte' data)")
+    parser.add_argument("--first-family", action="store_true",
+                        help="the first shipped model's recipe: LTE, 1 K white noise, no mass term")
     parser.add_argument("--stage", choices=("data", "all"), default="all")
     args = parser.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    paths = make_data(args.workdir, args.n, args.n_litter, args.workers, args.excitation)
+    excitation = "lte" if args.first_family else "escape"
+    paths = make_data(args.workdir, args.n, args.n_litter, args.workers, excitation)
     print(f"data ready after {time.perf_counter() - start:.0f} s: {paths}")
     if args.stage == "data":
         return
     model, run, result = train(args.workdir, paths, args.epochs, args.device, args.width, args.batch,
-                               args.loader_workers)
+                               args.loader_workers, args.first_family)
     print(f"trained after {time.perf_counter() - start:.0f} s")
 
     from iris_nb.data import PreObservedDataset
@@ -99,17 +113,17 @@ def main(argv=None) -> None:
     train_split = PreObservedDataset(paths["cmz"], split="train", validation_fraction=run.training.validation_fraction,
                                      test_fraction=run.test_fraction, seed=run.training.effective_split_seed)
     metrics = {}
-    one_kelvin = Noise(sigma=1.0, channel_width="grid", fade=False, correlated_beam=False, grid=SMALL)  # per pixel
-    for label, noise in (("noiseless", None), ("noise_1K", one_kelvin)):
+    trained_noise = Noise(**{**run.noise.to_dict(), "fade": False}, grid=SMALL)  # full survey noise, no fade
+    for label, noise in (("noiseless", None), ("noise", trained_noise)):
         found = test_reverter(model, test, noise=noise, config=run.training, train_dataset=train_split,
                               device=args.device)
         metrics[label] = {k: float(v) for k, v in found.items() if isinstance(v, (int, float))}
     print(json.dumps(metrics, indent=2))
     summary = {
         "training_script": "scripts/train_pretrained.py",
-        "trained_on": f"{args.n} make_cmz fields observed with LineObserver 13CO(2-1) ({args.excitation}) on SMALL "
-                      f"(test split {run.test_fraction:.0%} held out), noise 1 K/cube pixel with fade, "
-                      "near/far litter p=0.3 each",
+        "trained_on": f"{args.n} make_cmz fields observed with LineObserver 13CO(2-1) ({excitation}) on SMALL "
+                      f"(test split {run.test_fraction:.0%} held out), noise {run.noise.to_dict()}, "
+                      f"near/far litter p=0.3 each, loss {run.training.loss}",
         "device": args.device,
         "run": run.to_dict(),
         "test_metrics": metrics,

@@ -1,4 +1,5 @@
-"""The paper's views: PV images, top-down maps, ensembles, residuals and loss curves.
+"""The paper's views: PV images, top-down maps, l-b maps, ensembles, residuals and loss curves,
+with published CMZ orbit models drawn over them.
 
 Every function draws with matplotlib, labels every axis and colorbar with its unit, leaves
 NaN pixels blank, returns the :class:`~matplotlib.axes.Axes` it drew on (or the
@@ -12,7 +13,10 @@ increasing to the *left* (Galactic convention) in every view, so panels line up.
 
 from ._common import KINDS, STRETCHES
 from .maps import pv_image, side_by_side, top_down
+from .orbits import orbit, published_orbits
+from .overlays import lb_map, overlay_orbits
 from .panels import ensemble, truth_vs_prediction
 from .training import loss_curves
 
-__all__ = ["pv_image", "top_down", "side_by_side", "ensemble", "truth_vs_prediction", "loss_curves"]
+__all__ = ["pv_image", "top_down", "side_by_side", "lb_map", "overlay_orbits", "orbit", "published_orbits",
+           "ensemble", "truth_vs_prediction", "loss_curves"]

@@ -21,6 +21,7 @@ STRETCHES = ("asinh", "linear", "log")
 KINDS = ("polar", "cartesian")
 _AXES = {  # dim -> (axis label, unit it must be equivalent to, example unit string)
     "lon": ("Galactic longitude", u.deg, "deg"),
+    "lat": ("Galactic latitude", u.deg, "deg"),
     "velocity": ("v_LSR", u.km / u.s, "km/s"),
     "distance": ("heliocentric distance", u.pc, "pc"),
 }
@@ -68,6 +69,8 @@ def _axis(da, dim: str, what: str) -> tuple[np.ndarray, str]:
         values = (values * unit).to_value(u.deg)
         values = -((180.0 - values) % 360.0 - 180.0)  # wrap into (-180, 180]
         return values, "deg"
+    if dim == "lat":
+        return (values * unit).to_value(u.deg), "deg"
     return values, str(raw)
 
 
@@ -213,6 +216,20 @@ def _colorbar(ax, mesh, label: str, pad: float = 0.05):
 
 
 # ---------------------------------------------------------------------- axes and figures
+_VIEW = "_iris_nb_view"  # attribute on an Axes recording what a view drew there
+
+
+def _remember_view(ax, kind: str, **info) -> None:
+    """Record on ``ax`` which view drew it (``"polar"``, ``"cartesian"``, ``"pv"``, ``"lb"``)
+    and the units of its data coordinates, so that overlays land in the same coordinates."""
+    setattr(ax, _VIEW, {"kind": kind, **info})
+
+
+def _view(ax) -> dict:
+    """What :func:`_remember_view` recorded on ``ax`` (an empty dict for foreign Axes)."""
+    return dict(getattr(ax, _VIEW, {}))
+
+
 def _note(ax, text: str) -> None:
     ax.text(0.5, 0.02, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=7,
             bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})

@@ -28,6 +28,7 @@ from ._common import (
     _parse,
     _prepare,
     _quantity_name,
+    _remember_view,
 )
 
 __all__ = ["pv_image", "top_down", "side_by_side"]
@@ -80,6 +81,7 @@ def pv_image(pv, ax=None, stretch="asinh", cmap="inferno", vmin=None, vmax=None,
     ax.set_ylim(v_edges[0], v_edges[-1])
     ax.set_xlabel("Galactic longitude [deg]")
     ax.set_ylabel(f"v_LSR [{v_unit}]")
+    _remember_view(ax, "pv", velocity_unit=v_unit)
     if colorbar:
         _colorbar(ax, mesh, f"{_quantity_name(pv, units, 'T_B')} [{units}]")
     if title is not None:
@@ -163,6 +165,7 @@ def _draw_top_down(ax, prepared, kind, norm, cmap, label, observer_distance, col
         _note(ax, f"↓ Sun at (0, {-observer_distance:.0f}) pc")
     else:
         raise ValueError(f"kind={kind!r} is not known; choose one of {KINDS}")
+    _remember_view(ax, kind, distance_unit=d_unit, observer_distance=observer_distance)
     if colorbar:
         _colorbar(ax, mesh, label, pad=0.12 if kind == "polar" else 0.05)
     return mesh

@@ -60,6 +60,11 @@ class GasModelDataset(Dataset):
         Dataset seed; sample ``i`` uses the gas seed ``sample_seed(seed, i)``.
     model_kwargs:
         Fixed keyword arguments for ``model``.
+    augment:
+        A :class:`~iris_nb.sim.augment.FieldAugmentation` (or a dict of its fields) applied to
+        every field with the seed ``augmentation_seed(sample_seed(seed, i))``, as
+        :func:`~iris_nb.data.store.write_dataset` does (a store written with the same ``seed``
+        and ``augment`` holds the same gas); default None.
 
     Items: ``{"density": (distance, lon, lat) solMass/pc3, "velocity_los": km/s,
     "temperature": K, "x_h2", "x_tracer": dimensionless[, "temperature_dust": K]}``,
@@ -67,7 +72,10 @@ class GasModelDataset(Dataset):
     The same ``(seed, i)`` always gives the same field.
     """
 
-    def __init__(self, grid: Grid | str, n: int, model=None, seed: int = 0, model_kwargs: dict | None = None):
+    def __init__(self, grid: Grid | str, n: int, model=None, seed: int = 0, model_kwargs: dict | None = None,
+                 augment=None):
+        from ..sim.augment import as_augmentation
+
         self.grid = get_grid(grid)
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
             raise ValueError(f"GasModelDataset n must be a positive integer (number of samples), got {n!r}")
@@ -82,13 +90,15 @@ class GasModelDataset(Dataset):
         self.seed = int(seed)
         self.model = model if model is not None else _default_model()
         self.model_kwargs = dict(model_kwargs or {})
+        self.augment = as_augmentation(augment)
 
     def __len__(self) -> int:
         return self.n
 
     def __repr__(self) -> str:
         name = getattr(self.model, "__name__", type(self.model).__name__)
-        return f"GasModelDataset({name}, n={self.n}, seed={self.seed}, grid={self.grid.name!r})"
+        extra = "" if self.augment is None else f", augment={self.augment!r}"
+        return f"GasModelDataset({name}, n={self.n}, seed={self.seed}, grid={self.grid.name!r}{extra})"
 
     def _index(self, index) -> int:
         if isinstance(index, bool) or not isinstance(index, numbers.Integral):
@@ -103,12 +113,17 @@ class GasModelDataset(Dataset):
         return default_sample_seed(self.seed, self._index(index))
 
     def field(self, index: int):
-        """Item ``index`` as an xarray field Dataset (distance, lon, lat)."""
-        field = self.model(self.grid, seed=self.sample_seed(index), **self.model_kwargs)
+        """Item ``index`` as an xarray field Dataset (distance, lon, lat), augmented if asked."""
+        seed = self.sample_seed(index)
+        field = self.model(self.grid, seed=seed, **self.model_kwargs)
         import xarray as xr
 
         if not isinstance(field, xr.Dataset):
             raise TypeError(f"the gas model returned a {type(field).__name__}, expected an xarray.Dataset field")
+        if self.augment is not None:
+            from ..sim.augment import augmentation_seed
+
+            field = self.augment(field, seed=augmentation_seed(seed))
         return field
 
     def __getitem__(self, index) -> dict:

@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from ..grids import Grid
+from ..sim.augment import augmentation_seed
 from ..sim.columnize import columnize_tensors
 from ..sim.fields import field_tensors, validate_field
 from .layout import parameter_variable, write_chunk
 
 __all__ = ["JobConfig", "compute_chunk", "run_jobs", "describe_observer", "model_name",
-           "probe_parameters", "flatten_parameters"]
+           "make_field", "probe_parameters", "flatten_parameters"]
 
 FLOAT16_MAX = 65504.0
 
@@ -32,7 +33,8 @@ FLOAT16_MAX = 65504.0
 class JobConfig:
     """Everything a chunk job needs (pickled once per worker).
 
-    ``parameters`` maps flattened gas-model parameter keys to store variable names.
+    ``parameters`` maps flattened gas-model parameter keys to store variable names;
+    ``augment`` is a :class:`~iris_nb.sim.augment.FieldAugmentation` or None.
     """
 
     grid: Grid
@@ -46,6 +48,7 @@ class JobConfig:
     chunk_size: int
     parameters: dict
     device: str | None = None
+    augment: object = None
 
 
 def model_name(model) -> str:
@@ -95,9 +98,17 @@ def _field_parameters(field) -> dict:
     return flatten_parameters(params)
 
 
-def probe_parameters(model, grid: Grid, seed: int, model_kwargs: dict) -> dict:
-    """Run the gas model once and map its numeric parameter keys to store variable names."""
+def make_field(model, grid: Grid, seed: int, model_kwargs: dict, augment=None):
+    """``model(grid, seed=seed, **model_kwargs)``, augmented with ``augmentation_seed(seed)``."""
     field = model(grid, seed=seed, **model_kwargs)
+    if augment is not None:
+        field = augment(field, seed=augmentation_seed(seed))
+    return field
+
+
+def probe_parameters(model, grid: Grid, seed: int, model_kwargs: dict, augment=None) -> dict:
+    """Run the gas model (and augmentation) once; map its numeric parameter keys to store variable names."""
+    field = make_field(model, grid, seed, model_kwargs, augment)
     return {key: parameter_variable(key) for key in sorted(_field_parameters(field))}
 
 
@@ -116,7 +127,7 @@ def _one_sample(config: JobConfig, observer, index: int):
     from .store import sample_seed  # (store imports this module)
 
     seed = sample_seed(config.seed, index)
-    field = config.model(config.grid, seed=seed, **config.model_kwargs)
+    field = make_field(config.model, config.grid, seed, config.model_kwargs, config.augment)
     validate_field(field, config.grid)
     tensors = field_tensors(field, device=config.device, validate=False)
     cube = observer(tensors)
@@ -181,7 +192,7 @@ def check_picklable(obj) -> None:
     try:
         _dumps(obj)
     except Exception as err:
-        raise TypeError(f"the model, observer or model_kwargs cannot be sent to worker processes ({err}); "
+        raise TypeError(f"the model, observer, model_kwargs or augment cannot be sent to worker processes ({err}); "
                         "define the model as a module-level function, or use workers=0") from None
 
 

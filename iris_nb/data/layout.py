@@ -95,7 +95,8 @@ class StoreInfo:
     ``"mean"`` or ``"max"`` over latitude.  units:
     ``{"observation": ..., "target": ...}`` astropy strings.  observer: description dict.
     seed: the store seed.  model: gas-model name.  model_kwargs: dict.  parameters: list of
-    per-sample parameter variable names.  attrs: all root attributes.
+    per-sample parameter variable names.  attrs: all root attributes.  augment: the
+    :class:`~iris_nb.sim.augment.FieldAugmentation` dict the fields were augmented with, or None.
     """
 
     path: Path
@@ -113,6 +114,7 @@ class StoreInfo:
     model_kwargs: dict
     parameters: list
     attrs: dict
+    augment: dict | None = None
 
     @property
     def n_chunks(self) -> int:
@@ -192,7 +194,7 @@ def info_from_group(group, path) -> StoreInfo:
         units={"observation": str(attrs["observation_units"]), "target": str(attrs["target_units"])},
         observer=json.loads(attrs["observer"]), seed=int(attrs["seed"]), model=str(attrs["model"]),
         model_kwargs=json.loads(attrs["model_kwargs"]), parameters=list(attrs["parameters"]),
-        attrs=attrs)
+        attrs=attrs, augment=json.loads(attrs["augment"]) if "augment" in attrs else None)
 
 
 def store_info(path) -> StoreInfo:

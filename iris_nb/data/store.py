@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..grids import Grid, get_grid
+from ..sim.augment import as_augmentation
 from ..sim.cmz import make_cmz
 from .jobs import JobConfig, check_picklable, describe_observer, model_name, probe_parameters, run_jobs
 from .layout import (StoreInfo, auto_chunk_size, check_compression, create_store, info_from_group,
@@ -87,9 +88,10 @@ def _compare(existing: StoreInfo, wanted: dict, path) -> None:
     have = {"grid": existing.grid.to_dict(), "n": existing.n_samples, "dtype": existing.dtype,
             "reduction": existing.reduction, "seed": existing.seed, "model": existing.model,
             "model_kwargs": existing.model_kwargs, "observer": existing.observer,
-            "chunk_size": existing.chunk_size, "compression": existing.compression}
+            "chunk_size": existing.chunk_size, "compression": existing.compression,
+            "augment": existing.augment}
     diffs = [key for key in wanted
-             if (wanted[key] is not None or key == "compression") and have[key] != wanted[key]]
+             if (wanted[key] is not None or key in ("compression", "augment")) and have[key] != wanted[key]]
     if diffs:
         lines = "; ".join(f"{key}: store has {have[key]!r}, asked for {wanted[key]!r}" for key in diffs)
         raise ValueError(f"the store at {str(path)!r} was written with other arguments ({lines}); "
@@ -127,12 +129,13 @@ def prepare_store(path, *, grid: Grid, n: int, chunk_size, dtype: str, observati
 def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int = 0, workers: int | None = None,
                   client=None, dtype: str = "float32", reduction: str = "mean", chunk_size: int | None = None,
                   model_kwargs: dict | None = None, progress: bool = True, device=None,
-                  compression: str | None = "lz4") -> Path:
+                  compression: str | None = "lz4", augment=None) -> Path:
     """Make ``n`` training pairs and write them to a zarr dataset store at ``path``.
 
-    Each sample ``i``: ``field = model(grid, seed=sample_seed(seed, i), **model_kwargs)``;
-    ``cube = observer(field_tensors(field))`` ``(1, lon, lat, velocity)``; the observation
-    is the ``reduction`` (mean or max) of the cube over latitude, ``(lon, velocity)`` in
+    Each sample ``i``: ``field = model(grid, seed=sample_seed(seed, i), **model_kwargs)``,
+    then ``field = augment(field, seed=augmentation_seed(sample_seed(seed, i)))`` when
+    ``augment`` is given; ``cube = observer(field_tensors(field))`` ``(1, lon, lat, velocity)``;
+    the observation is the ``reduction`` (mean or max) of the cube over latitude, ``(lon, velocity)`` in
     ``observer.units``; the target is the latitude-averaged H2 mass density
     ``(distance, lon)`` in solMass / pc3 (:func:`iris_nb.sim.columnize.columnize_tensors`).
 
@@ -181,6 +184,13 @@ def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int =
         Chunk codec: ``"lz4"`` (default: about 1.6-1.8x smaller than raw on PV images, fast
         to decode), ``"zstd"`` (a little smaller, slower to decode) or None (raw bytes,
         fastest to read when the store is in the page cache).
+    augment:
+        A :class:`~iris_nb.sim.augment.FieldAugmentation` (or a dict of its fields) applied to
+        every field before it is observed, with a seed derived from the sample's gas seed
+        (:func:`~iris_nb.sim.augment.augmentation_seed`), so the store stays reproducible and
+        independent of the worker count.  Recorded in the store (attr ``augment``): continuing
+        a store with another augmentation, or none, is refused.  Its per-sample draws (e.g.
+        ``augment_size``) become parameter variables.  Default None: no augmentation.
 
     Returns
     -------
@@ -192,6 +202,7 @@ def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int =
     model = make_cmz if model is None else model
     observer = _default_observer(grid) if observer is None else observer
     model_kwargs = dict(model_kwargs or {})
+    augment = as_augmentation(augment)
     _check_arguments(n, seed, workers, dtype, reduction, chunk_size, model, observer, grid)
     check_compression(compression)
     try:
@@ -201,25 +212,27 @@ def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int =
     from .. import __version__
 
     if client is not None or workers is None or workers > 1:
-        check_picklable((model, observer, model_kwargs))
+        check_picklable((model, observer, model_kwargs, augment))
     obs_desc = describe_observer(observer)
     wanted = {"grid": grid.to_dict(), "n": int(n), "dtype": dtype, "reduction": reduction, "seed": int(seed),
-              "model": model_name(model), "model_kwargs": kwargs_json, "observer": obs_desc}
+              "model": model_name(model), "model_kwargs": kwargs_json, "observer": obs_desc,
+              "augment": None if augment is None else augment.to_dict()}
     attrs = {"seed": int(seed), "reduction": reduction, "model": wanted["model"],
              "model_kwargs": json.dumps(kwargs_json, sort_keys=True),
              "observer": json.dumps(obs_desc, sort_keys=True),
+             "augment": json.dumps(wanted["augment"], sort_keys=True),
              "iris_nb_version": __version__,
              "sample_seeds": "sample i was made with iris_nb.data.store.sample_seed(seed, i)"}
     group = prepare_store(path, grid=grid, n=int(n), chunk_size=chunk_size, dtype=dtype,
                           observation_units=str(observer.units), wanted=wanted, attrs=attrs,
                           compression=compression,
                           parameters_fn=lambda: probe_parameters(model, grid, sample_seed(int(seed), 0),
-                                                                 model_kwargs))
+                                                                 model_kwargs, augment))
     info = info_from_group(group, path)
     config = JobConfig(grid=grid, model=model, model_kwargs=model_kwargs, observer=observer,
                        reduction=reduction, dtype=dtype, seed=int(seed), n=info.n_samples,
                        chunk_size=info.chunk_size, parameters=json.loads(info.attrs["parameter_keys"]),
-                       device=None if device is None else str(device))
+                       device=None if device is None else str(device), augment=augment)
     pending = [k for k in range(info.n_chunks) if not info.done[k]]
     if workers is None:
         workers = 0 if (config.device or "cpu").startswith("cuda") else min(os.cpu_count() or 1, len(pending))

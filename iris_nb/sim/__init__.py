@@ -11,6 +11,7 @@ Nothing here imports the network or the training code.
 """
 
 from .arepo import from_arepo, read_arepo_gas
+from .augment import FieldAugmentation, observer_jitter
 from .cmz import CMZ_PARAMETERS, draw_cmz_parameters, make_cmz
 from .columnize import columnize, columnize_tensors
 from .excitation import Excitation, solve_excitation
@@ -36,6 +37,7 @@ __all__ = [
     "ExcitationTable",
     "FIELD_UNITS",
     "FamilySummary",
+    "FieldAugmentation",
     "HYDROGEN_MASS_FRACTION",
     "LITTER_PARAMETERS",
     "LineObserver",
@@ -58,6 +60,7 @@ __all__ = [
     "make_cmz",
     "make_litter",
     "near_side_litter",
+    "observer_jitter",
     "read_arepo_gas",
     "solve_excitation",
     "validate_field",

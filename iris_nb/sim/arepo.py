@@ -153,8 +153,23 @@ def _orient(position, velocity, observer_angle, prograde):
     return position @ rot.T, velocity @ rot.T
 
 
+def _offset_pc(offset) -> np.ndarray:
+    """``offset`` as three finite floats (pc), or ValueError/TypeError naming it."""
+    if offset is None:
+        return np.zeros(3)
+    if isinstance(offset, (str, bytes)):
+        raise TypeError(f"offset must be three numbers (x, y, z) in pc, got the text {offset!r}")
+    try:
+        shift = np.asarray(offset, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"offset must be three numbers (x, y, z) in pc, got {offset!r}") from None
+    if shift.shape != (3,) or not np.isfinite(shift).all():
+        raise ValueError(f"offset must be three finite numbers (x, y, z) in pc, got {offset!r}")
+    return shift
+
+
 def from_arepo(path, grid: Grid, observer_angle: float = 0.0, center=None, prograde: bool = True,
-               max_distance: float | None = None, workers: int = -1):
+               max_distance: float | None = None, workers: int = -1, offset=None):
     """Sample an AREPO snapshot's gas on ``grid`` as a physical field.
 
     Parameters
@@ -178,6 +193,14 @@ def from_arepo(path, grid: Grid, observer_angle: float = 0.0, center=None, progr
         velocity 0, 50 K); None keeps nearest neighbours at any distance.
     workers:
         Threads for the KD-tree queries (``-1`` = all cores).
+    offset:
+        Where the galaxy's centre is put, ``(x, y, z)`` pc in the grid's Galactocentric frame
+        (:mod:`iris_nb.sim.kinematics`: ``+y`` away from the Sun, ``+x`` towards positive
+        longitude), after the orientation; default the Galactic Centre ``(0, 0, 0)``.  The
+        observer and its motion (220 km/s towards ``+x``) stay put, so for a centre moved to
+        longitude ``dl`` the observer's velocity is ``dl`` off the perpendicular to the line to
+        it (a radial component ``220 sin dl`` km/s, 1 km/s at 0.25 deg).
+        :func:`iris_nb.sim.augment.observer_jitter` draws it per seed (observer jitter).
 
     Returns
     -------
@@ -186,12 +209,14 @@ def from_arepo(path, grid: Grid, observer_angle: float = 0.0, center=None, progr
         (km/s, v_LSR with the observer's motion, :mod:`iris_nb.sim.kinematics`),
         ``temperature`` (K), ``x_h2``, ``x_tracer`` and, when the snapshot has it,
         ``temperature_dust`` (K); attrs ``model`` = ``"arepo"`` and ``parameters`` (JSON with
-        the path, observer angle, centre in pc, prograde flip and max_distance).
+        the path, observer angle, centre in pc, prograde flip, max_distance and the offset in
+        pc as ``offset_x``, ``offset_y``, ``offset_z``).
     """
     if not isinstance(grid, Grid):
         raise TypeError(f"from_arepo needs an iris_nb.grids.Grid, got {type(grid).__name__}")
     if not math.isfinite(float(observer_angle)):
         raise ValueError(f"observer_angle must be a finite angle in deg, got {observer_angle!r}")
+    shift = _offset_pc(offset)
     gas = read_arepo_gas(path)
     if center is None:
         centre_pc = np.full(3, 0.5 * gas["box_size"])
@@ -201,6 +226,7 @@ def from_arepo(path, grid: Grid, observer_angle: float = 0.0, center=None, progr
             raise ValueError(f"center must be three finite numbers (x, y, z) in code length units, got {center!r}")
         centre_pc = centre * gas["length_unit"]
     position, velocity = _orient(gas["position"] - centre_pc, gas["velocity"], observer_angle, prograde)
+    position = position + shift
     tree = cKDTree(position)
 
     d, lon, lat = (getattr(grid, name).centers() for name in FIELD_DIMS)
@@ -230,6 +256,7 @@ def from_arepo(path, grid: Grid, observer_angle: float = 0.0, center=None, progr
                 if name in flat:
                     flat[name][empty] = value
     params = {"path": str(path), "observer_angle": float(observer_angle), "center_pc": centre_pc.tolist(),
-              "prograde": bool(prograde), "max_distance": max_distance}
+              "prograde": bool(prograde), "max_distance": max_distance,
+              "offset_x": float(shift[0]), "offset_y": float(shift[1]), "offset_z": float(shift[2])}
     return field_from_arrays(grid, **out, parameters=params, model="arepo")
 

@@ -120,7 +120,8 @@ class LineObserver(_Observer):
         Convolve with the grid's beam (skipped when it is below 0.1 pixel).
     ray_batch:
         Lines of sight transferred together (working set about
-        ``ray_batch * (10 distance + 4 velocity)`` values, plus the autograd graph when
+        ``ray_batch * (10 distance + 4 velocity)`` values, 18 per distance cell with the escape
+        excitation's look-up, plus the autograd graph when
         differentiating); ``None`` keeps it near 256 MiB on CPU and an eighth of the free
         memory (at most 4 GiB) on GPU.  Several whole samples share a batch when they fit.
     channel_window:
@@ -254,7 +255,9 @@ class LineObserver(_Observer):
         if device.type == "cuda":  # an eighth of the free memory, between 256 MiB and 4 GiB
             free, _ = torch.cuda.mem_get_info(device)
             budget = min(2**32, max(budget, free // 8))
-        per_ray = (10 * self.grid.distance.steps + 4 * self.grid.velocity.steps) * itemsize
+        # per distance cell: ~10 values of cell quantities, ~8 more for the excitation look-up
+        per_cell = 18 if self.excitation == "escape" else 10
+        per_ray = (per_cell * self.grid.distance.steps + 4 * self.grid.velocity.steps) * itemsize
         return max(1, budget // per_ray)
 
     def _ray_blocks(self, fields: dict, n_batch: int, n_ray: int, per: int):

@@ -501,17 +501,14 @@ def main(argv=None) -> dict:
     parser.add_argument("--excitation", choices=("auto", "escape", "lte"), default="auto",
                         help="LineObserver excitation; auto = what the model's provenance says it was trained on")
     parser.add_argument("--noise", choices=("survey", "model", "none"), default="survey")
-    parser.add_argument("--first-family", action="store_true",
-                        help="draw make_cmz fields with iris_nb.quickstart.PRETRAINED_FAMILY (cmz-small's family)")
+    parser.add_argument("--family", default="{}",
+                        help="make_cmz parameters fixed for the in-family fields, as JSON (e.g. a model's own family)")
     parser.add_argument("--particles", type=int, default=400_000, help="gas cells per snapshot")
     parser.add_argument("--json", default=str(RESULTS / "evaluation_cmz_small.json"))
     args = parser.parse_args(argv)
     load = os.getloadavg()
     model = load_model(args.model)
-    family = {}
-    if args.first_family:
-        from iris_nb.quickstart import PRETRAINED_FAMILY
-        family = dict(PRETRAINED_FAMILY)
+    family = json.loads(args.family)
     result = evaluate(model, args.n, args.snapshots, args.baseline, args.excitation, args.noise, family, args.particles)
     words = sys.argv[1:] if argv is None else list(argv)
     result.update(model=args.model, command=" ".join(["benchmarks/evaluate_pretrained.py"] + words),

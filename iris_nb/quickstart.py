@@ -88,26 +88,14 @@ def toy_cmz_cube(grid: Grid = SMALL, seed: int = 0, n_clouds: int = 40, peak_tem
     return cube_da, truth_da
 
 
-PRETRAINED_FAMILY = {
-    "ring_angle": 30.0, "ring_coverage": 1.2, "ring_lopsidedness": 0.0, "latitude_offset": 0.0,
-    "turbulent_b": 2.0, "temperature_dense": 75.0, "temperature_diffuse": 225.0,
-}
-"""``make_cmz`` settings inside the family the shipped ``cmz-small`` model was trained on: the
-first family (ring 10-50 deg from the Sun line, closed and symmetric, in the plane, 2 km/s
-microturbulence, dense gas 50-100 K), observed in LTE.  The quickstart's synthetic cube uses
-them so that it shows the model on data like its training data; the default family has since
-been revised towards the real sky."""
-
-
-def synthetic_cmz_cube(grid: Grid = SMALL, seed: int = 0, excitation: str = "lte", **params):
+def synthetic_cmz_cube(grid: Grid = SMALL, seed: int = 0, excitation: str = "escape", **params):
     """A realistic synthetic observation and its truth, from the package's own simulator.
 
-    The gas is :func:`iris_nb.sim.make_cmz` (ring, dust lanes, clouds, turbulence), observed in
-    13CO(2-1) by :class:`iris_nb.sim.LineObserver` (radiative transfer and the beam).
-    By default the field is drawn with :data:`PRETRAINED_FAMILY` and observed in LTE
-    (``excitation="lte"``), like the training data of the shipped ``cmz-small`` model (its
-    ``provenance``); ``params`` override those ``make_cmz`` settings, and
-    ``excitation="escape"`` observes with the observer's non-LTE default.
+    The gas is :func:`iris_nb.sim.make_cmz` (the default training family: x2 ring or stream
+    across the bar, dust lanes, clouds, turbulence; ``params`` fix any of its parameters),
+    observed in 13CO(2-1) by :class:`iris_nb.sim.LineObserver` (non-LTE excitation by
+    default, radiative transfer and the beam), like the training data of the shipped
+    ``cmz-small`` model.  No noise is added.
 
     Returns
     -------
@@ -116,7 +104,7 @@ def synthetic_cmz_cube(grid: Grid = SMALL, seed: int = 0, excitation: str = "lte
     """
     from .sim import LineObserver, columnize, make_cmz
 
-    field = make_cmz(grid, seed=seed, **{**PRETRAINED_FAMILY, **params})
+    field = make_cmz(grid, seed=seed, **params)
     cube = LineObserver(grid, excitation=excitation).observe(field)
     cube.attrs["source"] = f"iris_nb synthetic CMZ (make_cmz seed {seed}, LineObserver {excitation})"
     truth = columnize(field)

@@ -201,9 +201,21 @@ def test_model_files_without_statistics_load_as_before_and_are_not_checked(model
         assert "no input statistics" in table.attrs["note"]
 
 
-def test_the_shipped_model_loads_without_statistics():
+def test_the_shipped_model_guards_its_family():
+    """cmz-small records its training inputs: a fresh family cube passes, its velocity mirror warns."""
+    import warnings
+
     from iris_nb.model.pretrained import available
+    from iris_nb.quickstart import synthetic_cmz_cube
 
     if "cmz-small" not in available():
         pytest.skip("cmz-small weights not built")
-    assert iris_nb.pretrained("cmz-small").input_statistics is None
+    model = iris_nb.pretrained("cmz-small")
+    assert model.input_statistics is not None
+    cube, _ = synthetic_cmz_cube(iris_nb.SMALL, seed=424242)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", iris_nb.OutOfDistributionWarning)
+        cube.iris.revert(model)
+    mirrored = cube.assign_coords(velocity=-cube.velocity).sortby("velocity")
+    with pytest.warns(iris_nb.OutOfDistributionWarning, match="lv_correlation"):
+        mirrored.iris.revert(model)

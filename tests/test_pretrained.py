@@ -17,7 +17,10 @@ def test_shipped_model_is_small_and_records_how_it_was_made():
     assert provenance["training_script"] == "scripts/train_pretrained.py"
     metrics = provenance["test_metrics"]["noiseless"]
     assert metrics["physical_loss"] < metrics["constant_baseline_loss"]
-    assert provenance["run"]["noise"]["sigma"] == 1.0 and provenance["run"]["litter"]["paths"]
+    assert provenance["run"]["noise"] == {"sigma": 0.9, "channel_width": 0.25, "mean": 0.0, "fade": True,
+                                          "correlated_beam": True}  # the SEDIGISM survey noise
+    assert provenance["run"]["litter"]["paths"] and provenance["run"]["training"]["loss"] == "scaled_density_mass"
+    assert model.input_statistics is not None  # the out-of-distribution guard is armed
 
 
 def test_shipped_model_reverts_an_unseen_synthetic_cmz():

@@ -1,7 +1,7 @@
 """Models that ship inside the package, loadable with no download.
 
 ``iris_nb.pretrained("cmz-small")`` returns the SMALL-grid Reverter trained on the package's
-own synthetic CMZ data (LineObserver 13CO(2-1), 1 K noise, near- and far-side litter).  How it
+own synthetic CMZ data (the default make_cmz family seen by the escape-probability LineObserver in 13CO(2-1), SEDIGISM survey noise, near- and far-side litter).  How it
 was made, its training configuration and its test metrics are in ``model.provenance``; the
 script that trains it is ``scripts/train_pretrained.py`` in the repository.
 """

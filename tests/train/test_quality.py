@@ -3,17 +3,19 @@
 Data: CMZ fields from the package's gas model (``make_cmz``, every parameter random),
 observed once with ``SimpleObserver`` (velocity-resolved H2 column) into memory; no store.
 A width-0.5 Reverter (3.6 M parameters) trains 10 epochs on 896 fields and is tested on 96
-held-out fields.  Measured on 2 idle cores: about 75 s of data and 135 s of training;
-held-out ScaledDensityLoss 0.54-0.60 of the constant baseline (0.60 in the last run) (the mean training map
-predicted for every field; an untrained network scores about 0.75 on it), Pearson r of
-asinh(density / n) about 0.85 (untrained: about 0).
+held-out fields.  On the revised default family (issue 11: ring or stream across the bar,
+lopsided, offset in latitude; harder than the first family), measured on 2 cores: 48 s of
+data and 76 s of training; held-out ScaledDensityLoss 0.562 of the constant baseline (the
+mean training map predicted for every field; the untrained network scores 0.667), Pearson r
+of asinh(density / n) 0.803 (untrained: 0.02).  On the first family the same run gave
+0.54-0.60 and r about 0.85.
 
 Issue 4 sets the loss bar at 0.5 of that baseline.  It is NOT reached within this budget: on
 an H100 (``benchmarks/quality_sweep.py``: the same fields and configuration, tested on fields
 6000-6095 rather than 896-991) the ratio is 0.533 with these 896 training fields, 0.506 with
 1344, 0.507 with 3000 and 0.467 (r 0.904) with 6000 fields and 10 epochs -- 60 000 sample
 passes, about 15 minutes of training on 2 cores.  So on a CPU this test asserts what a few minutes do reach --
-correlation above 0.8, loss clearly below the baseline (ratio under 0.7) and below the
+correlation above 0.75, loss clearly below the baseline (ratio under 0.7) and below the
 untrained network's -- and prints every number (``pytest -s``); where CUDA is available,
 ``test_quality_bar_on_a_gpu`` trains the 6000-field configuration and asserts the bar itself.
 """
@@ -56,7 +58,7 @@ def train_and_test(n_train: int, n_test: int, width: float, config: TrainingConf
     print(f"  held-out ScaledDensityLoss {values['physical_loss']:.4f}, constant baseline "
           f"{values['constant_baseline_loss']:.4f}: ratio {values['loss_ratio']:.3f} (issue bar 0.5); "
           f"untrained ratio {untrained['loss_ratio']:.3f}, correlation {untrained['correlation']:.3f}")
-    print(f"  correlation {values['correlation']:.3f} (bar > 0.8), per map {values['correlation_per_sample']:.3f}, "
+    print(f"  correlation {values['correlation']:.3f} (CPU test bar > 0.75), per map {values['correlation_per_sample']:.3f}, "
           f"mass error {values['mass_error']:.3f}")
     print(f"  train losses {[round(v, 4) for v in result.train_losses]}")
     assert values["n_samples"] == n_test
@@ -70,7 +72,7 @@ def metrics():
 
 @pytest.mark.slow
 def test_reverted_maps_correlate_with_the_truth(metrics):
-    assert metrics["correlation"] > 0.8 > metrics["untrained_correlation"]
+    assert metrics["correlation"] > 0.75 > metrics["untrained_correlation"]
 
 
 @pytest.mark.slow

@@ -288,7 +288,7 @@ class LineObserver(_Observer):
                 warnings.warn(f"kinetic temperatures {t_min:.3g}-{t_max:.3g} K reach outside {lo:g}-{hi:g} K, "
                               f"where the {self.molecule.name} excitation table and its collision rates are "
                               "defined; populations there are those at the nearest edge",
-                              TemperatureClampWarning, stacklevel=2)
+                              TemperatureClampWarning, stacklevel=_caller_level())
             _ = self.table  # build or load before the ray loop
         names = list(self.required) + (["temperature_dust"] if self.dust and "temperature_dust" in fields else [])
         n_batch, n_dist, n_lon, n_lat = fields["density"].shape
@@ -387,6 +387,19 @@ class LineObserver(_Observer):
                 cells["j_dust"] = rj_temperature(block.get("temperature_dust", temperature), line.t0)
             out.append(cells)
         return out
+
+
+def _caller_level() -> int:
+    """``stacklevel`` that points a warning raised in ``forward`` at the user's line, past the
+    frames of iris_nb and torch (``observer(fields)`` goes through ``nn.Module.__call__``)."""
+    import inspect
+    import os
+
+    skip = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(torch.__file__))
+    frame, level = inspect.currentframe().f_back, 1
+    while frame is not None and frame.f_code.co_filename.startswith(skip):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _check_number(name: str, value, unit: str, positive: bool = False) -> None:

@@ -286,9 +286,10 @@ def test_nan_density_is_refused():
 def test_temperatures_outside_the_table_warn_and_stay_finite(t_kin):
     cells = {(5, 1, 1): (300.0, 0.0, t_kin), (7, 2, 2): (300.0, 10.0, 40.0)}
     t = tensors(one_cell_field(TINY, cells, temperature=40.0), dtype=torch.float32)
-    with pytest.warns(TemperatureClampWarning, match="5-1000 K"):
+    with pytest.warns(TemperatureClampWarning, match="5-1000 K") as record:
         cube = LineObserver(TINY)(t)
     assert torch.isfinite(cube).all() and float(cube[0, 2, 2].max()) > 0.1
+    assert record[0].filename == __file__  # the warning names the caller's line, not torch's
     with warnings.catch_warnings():
         warnings.simplefilter("error", TemperatureClampWarning)  # in range: no warning
         t["temperature"][0, 5, 1, 1] = 40.0

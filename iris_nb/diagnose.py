@@ -14,13 +14,12 @@ before they were recorded, bare IRIS state dicts) are not checked.
 from __future__ import annotations
 
 import math
-import os
-import sys
 import warnings
 
 import numpy as np
 import pandas as pd
 
+from ._warnings import user_stacklevel
 from .model.input_statistics import STATISTICS, InputStatistics, pv_statistics
 from .reversion import PreparedInputs, _check_models, prepare_inputs
 
@@ -138,15 +137,6 @@ def _describe(table: pd.DataFrame, name: str, stacked: bool) -> str:
     return f"{shown}{where} (training range {_format(low)} to {_format(high)}{' ' + unit if unit else ''})"
 
 
-def _user_stacklevel() -> int:
-    """``stacklevel`` for a warning raised here that points at the first caller outside iris_nb."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    frame, level = sys._getframe(1), 1
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 def warn_out_of_distribution(prepared: PreparedInputs, models: list, ensemble: bool = False) -> pd.DataFrame | None:
     """Warn (:class:`OutOfDistributionWarning`, one warning) naming each statistic outside
     the training range; returns the table (``None`` when no model has statistics)."""
@@ -164,5 +154,5 @@ def warn_out_of_distribution(prepared: PreparedInputs, models: list, ensemble: b
                f"{'s' if len(names) > 1 else ''}: " + "; ".join(_describe(table, n, stacked) for n in names)
                + ". The reversion extrapolates beyond what the model was trained on; see "
                "cube.iris.diagnose(model) and check the cube's units, velocity convention and signal.")
-    warnings.warn(message, OutOfDistributionWarning, stacklevel=_user_stacklevel())
+    warnings.warn(message, OutOfDistributionWarning, stacklevel=user_stacklevel())
     return table

@@ -32,17 +32,23 @@ import warnings
 import numpy as np
 import torch
 
+from .._warnings import user_stacklevel
 from .molecule import Molecule
+from .radiative import line_temperature
 
 __all__ = ["solve_excitation", "Excitation", "GEOMETRIES", "thermal_ortho_para", "escape_probability",
            "NonConvergenceWarning", "TemperatureClampWarning"]
 
 GEOMETRIES = ("sphere", "slab", "lvg")
 
-_H = 6.62607015e-34
-_K = 1.380649e-23
 _C_CM = 2.99792458e10  # cm/s
 _GAUSS = math.sqrt(math.pi) / (2.0 * math.sqrt(math.log(2.0)))  # 1.0645: integral of a unit-peak Gaussian / FWHM
+
+
+def _tau_scale(einstein_a, frequency_hz):
+    """``c^3 A / (8 pi nu^3 1.0645)`` per km/s of FWHM: the line-centre optical depth per unit
+    ``N / fwhm`` (cm-2 per km/s) and per unit population difference ``x_l g_u/g_l - x_u``."""
+    return _C_CM**3 * einstein_a / (8.0 * math.pi * frequency_hz**3 * _GAUSS * 1e5)
 
 
 class NonConvergenceWarning(RuntimeWarning):
@@ -179,7 +185,7 @@ def _collision_matrix(molecule: Molecule, densities: dict, t_kin) -> torch.Tenso
         hi_t = max(float(molecule.partners[n].temperatures[-1]) for n in densities)
         warnings.warn(f"kinetic temperatures outside {lo_t:g}-{hi_t:g} K, the range of the collision rates "
                       f"in {molecule.path.name}, were clamped to it (rates held at the end values; the "
-                      "Boltzmann factors use the true T_kin)", TemperatureClampWarning, stacklevel=3)
+                      "Boltzmann factors use the true T_kin)", TemperatureClampWarning, stacklevel=user_stacklevel())
     return out
 
 
@@ -194,10 +200,10 @@ class _Lines:
         self.nu = as_t(molecule.frequency * 1e9)
         g = as_t(molecule.weights)
         self.g_ratio = g[self.upper] / g[self.lower]  # g_u / g_l
-        self.t0 = _H * self.nu / _K
+        self.t0 = line_temperature(1.0) * self.nu / 1e9  # h nu / k, K (nu in Hz)
         self.n_bg = 1.0 / torch.expm1(self.t0 / t_bg) if t_bg > 0 else torch.zeros_like(self.nu)
         # tau = tau_scale * N/fwhm * (x_l g_u/g_l - x_u), N in cm-2, fwhm in km/s
-        self.tau_scale = _C_CM**3 * self.a / (8.0 * math.pi * self.nu**3 * _GAUSS * 1e5)
+        self.tau_scale = _tau_scale(self.a, self.nu)
         n = molecule.n_levels
         u, l = self.upper, self.lower
         # flat positions in an (L, L) matrix: the net downward rate of a line enters row l (+)
@@ -310,7 +316,7 @@ class Excitation:
         x_u = self.populations[..., int(self.molecule.upper[i])]
         x_l = self.populations[..., int(self.molecule.lower[i])]
         g_ratio = self.molecule.weights[self.molecule.upper[i]] / self.molecule.weights[self.molecule.lower[i]]
-        t0 = _H * float(self.molecule.frequency[i]) * 1e9 / _K
+        t0 = line_temperature(float(self.molecule.frequency[i]))
         return i, x_u, x_l, g_ratio, t0
 
     def t_ex(self, transition) -> torch.Tensor:
@@ -322,7 +328,7 @@ class Excitation:
         """Line-centre optical depth (RADEX's ``tau``; negative for a masing line)."""
         i, x_u, x_l, g_ratio, _ = self._line(transition)
         a, nu = float(self.molecule.einstein_a[i]), float(self.molecule.frequency[i]) * 1e9
-        scale = _C_CM**3 * a / (8.0 * math.pi * nu**3 * _GAUSS * 1e5)
+        scale = _tau_scale(a, nu)
         return scale * self._column_per_fwhm * (x_l * g_ratio - x_u)
 
     def source_function(self, transition) -> torch.Tensor:
@@ -435,6 +441,6 @@ def solve_excitation(molecule, n_h2, t_kin, column, fwhm, geometry: str = "spher
                              f"column={float(column[i]):.3g}, fwhm={float(fwhm[i]):.3g}" for i in idx)
         warnings.warn(f"solve_excitation: {int(bad.sum())} of {len(cpf)} inputs did not converge in "
                       f"{max_iterations} iterations (e.g. {examples}); their populations are the last "
-                      "iterate, flagged False in .converged", NonConvergenceWarning, stacklevel=2)
+                      "iterate, flagged False in .converged", NonConvergenceWarning, stacklevel=user_stacklevel())
     return Excitation(molecule, x.reshape(*shape, n_lev), converged.reshape(shape), iterations,
                       cpf.reshape(shape), geometry, float(t_bg))

@@ -31,6 +31,7 @@ import warnings
 
 import torch
 
+from .._warnings import user_stacklevel
 from ..grids import Grid
 from .beam import MIN_BEAM_PIXELS, apply_beam, beam_fwhm_pixels
 from .excitation import GEOMETRIES, TemperatureClampWarning
@@ -40,7 +41,7 @@ from .molecule import Molecule
 from .observer_base import _Observer
 from .radiative import (
     DEFAULT_CRITICAL_DENSITY, T_CMB, THIRTEEN_CO_21, LineConstants, doppler_parameter, dust_opacity_scale,
-    h2_number_density_scale, line_opacity_scale, planck_brightness_temperature, rj_temperature,
+    h2_number_density_scale, line_opacity_scale, line_temperature, planck_brightness_temperature, rj_temperature,
     subthermal_excitation_temperature, upper_level_factor,
 )
 from .transfer import transfer_rays
@@ -59,7 +60,7 @@ def line_constants(molecule: Molecule, transition) -> LineConstants:
     i = molecule.transition(transition)
     up, low = int(molecule.upper[i]), int(molecule.lower[i])
     b0_k = float(molecule.level_energy[1] - molecule.level_energy[0]) / 2.0
-    b0_ghz = b0_k * 1.380649e-23 / 6.62607015e-34 / 1e9
+    b0_ghz = b0_k / line_temperature(1.0)
     return LineConstants(name=f"{_short_name(molecule)}({molecule.transition_name(i)})",
                          rest_frequency=float(molecule.frequency[i]), einstein_a=float(molecule.einstein_a[i]),
                          g_upper=int(round(molecule.weights[up])), g_lower=int(round(molecule.weights[low])),
@@ -288,7 +289,7 @@ class LineObserver(_Observer):
                 warnings.warn(f"kinetic temperatures {t_min:.3g}-{t_max:.3g} K reach outside {lo:g}-{hi:g} K, "
                               f"where the {self.molecule.name} excitation table and its collision rates are "
                               "defined; populations there are those at the nearest edge",
-                              TemperatureClampWarning, stacklevel=_caller_level())
+                              TemperatureClampWarning, stacklevel=user_stacklevel())
             _ = self.table  # build or load before the ray loop
         names = list(self.required) + (["temperature_dust"] if self.dust and "temperature_dust" in fields else [])
         n_batch, n_dist, n_lon, n_lat = fields["density"].shape
@@ -387,19 +388,6 @@ class LineObserver(_Observer):
                 cells["j_dust"] = rj_temperature(block.get("temperature_dust", temperature), line.t0)
             out.append(cells)
         return out
-
-
-def _caller_level() -> int:
-    """``stacklevel`` that points a warning raised in ``forward`` at the user's line, past the
-    frames of iris_nb and torch (``observer(fields)`` goes through ``nn.Module.__call__``)."""
-    import inspect
-    import os
-
-    skip = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.dirname(torch.__file__))
-    frame, level = inspect.currentframe().f_back, 1
-    while frame is not None and frame.f_code.co_filename.startswith(skip):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def _check_number(name: str, value, unit: str, positive: bool = False) -> None:

@@ -47,7 +47,7 @@ from torch import nn
 
 from ..grids import Axis, Grid
 from .fields import field_from_arrays
-from .radiative import T_CMB, THIRTEEN_CO_21
+from .radiative import T_CMB, THIRTEEN_CO_21, line_temperature, rj_temperature
 from .kinematics import cell_positions, line_of_sight_velocity
 from .parameters import draw_parameters
 from .turbulence import gaussian_random_field, lognormal_factor
@@ -466,10 +466,12 @@ class Litter(nn.Module):
         grids = [g for g in (getattr(d, "grid", None) for d in self.datasets) if isinstance(g, Grid)]
         if rest_frequency is None:
             rest_frequency = grids[0].rest_frequency if grids else THIRTEEN_CO_21.rest_frequency
-        t0 = 0.0479924307 * float(rest_frequency)  # h nu / k in K, nu in GHz
+        t0 = line_temperature(rest_frequency)
         self.excitation_temperature = float(excitation_temperature)
         self.rest_frequency = float(rest_frequency)
-        self._layer_contrast = t0 / math.expm1(t0 / self.excitation_temperature) - t0 / math.expm1(t0 / T_CMB)
+        temperatures = torch.tensor([self.excitation_temperature, T_CMB], dtype=torch.float64)
+        j_layer, j_cmb = rj_temperature(temperatures, t0).tolist()
+        self._layer_contrast = j_layer - j_cmb  # J(T_ex) - J(T_CMB), K
 
     def _foreground(self, foreground) -> list[bool]:
         if foreground is None:

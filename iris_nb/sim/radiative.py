@@ -34,6 +34,7 @@ __all__ = [
     "DUST_BETA",
     "GAS_TO_DUST",
     "DEFAULT_CRITICAL_DENSITY",
+    "line_temperature",
     "rj_temperature",
     "planck_brightness_temperature",
     "partition_function",
@@ -92,7 +93,7 @@ class LineConstants:
     @property
     def t0(self) -> float:
         """Temperature equivalent of the line photon, ``h nu / k``, K."""
-        return _H * self.rest_frequency * 1e9 / _K
+        return line_temperature(self.rest_frequency)
 
     @property
     def lower_energy(self) -> float:
@@ -113,6 +114,11 @@ THIRTEEN_CO_21 = LineConstants(
 
 
 # ----------------------------------------------------------------------- radiation
+def line_temperature(frequency_ghz: float) -> float:
+    """Temperature equivalent of a photon of ``frequency_ghz`` GHz, ``h nu / k``, K."""
+    return _H * float(frequency_ghz) * 1e9 / _K
+
+
 def rj_temperature(temperature, t0: float):
     """Planck intensity as a Rayleigh-Jeans temperature, ``J(T) = T0 / (exp(T0 / T) - 1)``.
 

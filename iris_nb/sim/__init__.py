@@ -13,6 +13,7 @@ Nothing here imports the network or the training code.
 from .arepo import from_arepo, read_arepo_gas
 from .augment import FieldAugmentation, observer_jitter
 from .cmz import CMZ_PARAMETERS, draw_cmz_parameters, make_cmz
+from .cmz_model import CMZModel
 from .columnize import columnize, columnize_tensors
 from .excitation import Excitation, solve_excitation
 from .excitation_table import ExcitationTable
@@ -32,6 +33,7 @@ from .molecule import Molecule
 from .observers import LineObserver, SimpleObserver
 
 __all__ = [
+    "CMZModel",
     "CMZ_PARAMETERS",
     "Excitation",
     "ExcitationTable",

@@ -153,10 +153,12 @@ class DustLanes:
         tangent = 2 * (1 - tau) * (control - begin) + 2 * tau * (end - control)
         tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
         fade = np.minimum(1.0, tau[:, 0] / 0.15)  # lanes fade in over their first 15%
+        self.bezier = (begin, control, end)  # lane 1's curve B(tau); lane 2 is -B(tau)
+        self.speed = float(speed)
         self.points = np.concatenate([curve, -curve])
         self.velocity = float(speed) * np.concatenate([tangent, -tangent])
         self.fade = np.concatenate([fade, fade])
-        self._tree = cKDTree(self.points)
+        self._tree = None  # built on the first evaluate (the torch model never needs it)
 
     def evaluate(self, x, y, width: float):
         """Lane profile and velocity at in-plane points ``x, y`` (pc arrays, same shape).
@@ -165,6 +167,8 @@ class DustLanes:
         nearest lane (zero beyond 6 widths) and the flow velocity there (km/s).
         """
         pts = np.column_stack([np.ravel(x), np.ravel(y)])
+        if self._tree is None:
+            self._tree = cKDTree(self.points)
         dist, idx = self._tree.query(pts, distance_upper_bound=6.0 * width)
         near = np.isfinite(dist)
         profile = np.zeros(len(pts))

@@ -12,13 +12,16 @@ from .datasets import ConcatDataset, PreObservedDataset
 from .fields import GasModelDataset
 from .reference import convert_iris_dataset, read_iris_dataset
 from .samplers import ChunkShuffleSampler
+from .stream import FieldStream, ReplaySampler
 from .store import estimate_store_bytes, is_store, open_store, sample_seed, store_info, write_dataset
 
 __all__ = [
     "ChunkShuffleSampler",
     "ConcatDataset",
+    "FieldStream",
     "GasModelDataset",
     "PreObservedDataset",
+    "ReplaySampler",
     "convert_iris_dataset",
     "estimate_store_bytes",
     "is_store",

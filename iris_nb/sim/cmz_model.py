@@ -189,6 +189,11 @@ class CMZModel:
         self._groups = _latitude_groups(self.grid)
         self._cache: dict = {}
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_cache"] = {}  # device tensors stay behind (rebuilt on use)
+        return state
+
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in sorted(self.fixed.items()))
         return f"CMZModel(grid={self.grid.name!r}{extra})"

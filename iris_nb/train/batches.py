@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from .. import units as _units
+from ..data.stream import FieldStream, find_stream
 
 __all__ = ["BatchPreparer", "inspect_dataset", "split_dataset", "batch_generator", "dataset_grid", "n_batches",
            "dataset_units", "pair_scales"]
@@ -72,7 +73,8 @@ def _check_len(dataset, what: str) -> int:
 
 
 def inspect_dataset(dataset, model, observer=None, what: str = "dataset") -> str:
-    """Check ``dataset`` against ``model`` before any training; return ``"pairs"`` or ``"fields"``.
+    """Check ``dataset`` against ``model`` before any training; return ``"pairs"``, ``"fields"``
+    or ``"stream"`` (a :class:`~iris_nb.data.stream.FieldStream`, drawn on the device).
 
     Raises ``ValueError`` for an empty dataset, another grid (declared ``.grid`` or item
     shapes), non-finite values in the first item, a field dataset without an observer, or a
@@ -82,6 +84,13 @@ def inspect_dataset(dataset, model, observer=None, what: str = "dataset") -> str
     if n == 0:
         raise ValueError(f"{what} is empty; give at least one sample")
     grid = model.grid
+    stream = find_stream(dataset)
+    if stream is not None:
+        if stream.grid != grid:
+            raise ValueError(f"{what} is a FieldStream on grid {stream.grid!r} but the model is on {grid!r}; build the "
+                             "stream on the model's grid")
+        _check_observer(observer, grid, what)
+        return "stream"
     declared = dataset_grid(dataset)
     if declared is not None and declared != grid:
         raise ValueError(f"{what} is on grid {declared!r} but the model is on {grid!r}; build the model with "
@@ -101,13 +110,7 @@ def inspect_dataset(dataset, model, observer=None, what: str = "dataset") -> str
                 raise ValueError(f"{what} field variable {key!r} has shape {shape}, expected (distance, lon, lat) = "
                                  f"{(d, lon, lat)} for the model's grid {grid.name}; regrid or rebuild the data")
             _check_finite(value, f"{what} item 0 variable {key!r}")
-        if observer is None:
-            raise ValueError(f"{what} holds physical fields (dict items): pass observer= (e.g. "
-                             "SimpleObserver(grid)) so that train_reverter can observe them")
-        observer_grid = getattr(observer, "grid", None)
-        if observer_grid is not None and observer_grid != grid:
-            raise ValueError(f"the observer is on grid {observer_grid!r} but the model on {grid!r}; build the "
-                             "observer with the model's grid")
+        _check_observer(observer, grid, what)
         return "fields"
     if not (isinstance(item, (tuple, list)) and len(item) >= 2):
         raise TypeError(f"{what} items must be (observation, target) pairs or dicts of field tensors, got "
@@ -127,6 +130,16 @@ def inspect_dataset(dataset, model, observer=None, what: str = "dataset") -> str
     return "pairs"
 
 
+def _check_observer(observer, grid, what: str) -> None:
+    if observer is None:
+        raise ValueError(f"{what} holds physical fields (dict items or a FieldStream): pass observer= (e.g. "
+                         "SimpleObserver(grid) or LineObserver(grid)) so that train_reverter can observe them")
+    observer_grid = getattr(observer, "grid", None)
+    if observer_grid is not None and observer_grid != grid:
+        raise ValueError(f"the observer is on grid {observer_grid!r} but the model on {grid!r}; build the "
+                         "observer with the model's grid")
+
+
 def _check_finite(value: torch.Tensor, what: str) -> None:
     if value.is_floating_point() and not bool(torch.isfinite(value).all()):
         raise ValueError(f"{what} holds NaN or infinite values; clean the data (e.g. torch.nan_to_num) first")
@@ -138,6 +151,8 @@ def split_dataset(dataset, fraction: float, seed: int, what: str = "dataset"):
     ``round(fraction * len)`` samples go to validation.  Raises ``ValueError`` when either
     part would be empty.
     """
+    if isinstance(dataset, FieldStream):  # split by field, so that no field is in both parts
+        return dataset.split(fraction, seed)
     n = len(dataset)
     if fraction <= 0:
         return dataset, None
@@ -238,7 +253,7 @@ class BatchPreparer:
         self.density_scale = 1.0
         if kind == "pairs" and dataset is not None:
             self.input_scale, self.density_scale = pair_scales(dataset, model)
-        if kind == "fields":
+        if kind in ("fields", "stream"):
             units, space = getattr(observer, "units", None), getattr(observer, "input_space", None)
             if units and space:
                 try:
@@ -248,10 +263,39 @@ class BatchPreparer:
                                      f"{model.input_space!r}: build the model with Reverter(grid, input_space="
                                      f"{space!r}) or use an observer of its kind ({err})") from None
             self.density_scale = _units.density_scale("solMass / pc3", model.density_unit)
+        self.stream = find_stream(dataset) if kind == "stream" else None
+        if kind == "stream" and self.stream is None:
+            raise ValueError("a 'stream' batch preparer needs the FieldStream as dataset=")
+        self._replay = None  # (field ids, clean inputs, targets) of the last drawn batch
+        self.fields_drawn = self.fields_reused = 0
+
+    def _fields(self, batch) -> dict:
+        if self.kind == "stream":
+            return self.stream.draw(batch, self.device)
+        non_blocking = self.device.type == "cuda"
+        return {k: v.to(self.device, torch.float32, non_blocking=non_blocking) for k, v in batch.items()}
+
+    def _observe(self, batch):
+        """Clean inputs and targets of a field or stream batch (a replayed stream batch from the buffer)."""
+        key = tuple(torch.as_tensor(batch).reshape(-1).tolist()) if self.kind == "stream" else None
+        if key is not None and self._replay is not None and self._replay[0] == key:
+            self.fields_reused += len(key)
+            return self._replay[1].clone(), self._replay[2]
+        fields = self._fields(batch)
+        cube = self.observer(fields)  # (B, lon, lat, v)
+        pv = cube.mean(dim=2) if self.reduction == "mean" else cube.amax(dim=2)
+        inputs = (pv * self.input_scale).unsqueeze(1).float()
+        targets = (_columnize_tensors(fields) * self.density_scale).unsqueeze(1).float()
+        if key is not None:
+            self.fields_drawn += len(key)
+            self._replay = (key, inputs.clone(), targets) if self.stream.replay > 1 else None
+        return inputs, targets
 
     def targets(self, batch) -> torch.Tensor:
         """Only the targets of a batch: ``(B, 1, distance, lon)`` in the model's density unit."""
         with torch.no_grad():
+            if self.kind == "stream":
+                return (_columnize_tensors(self._fields(batch)) * self.density_scale).unsqueeze(1).float()
             if self.kind == "fields":
                 fields = {k: v.to(self.device, torch.float32) for k, v in batch.items()}
                 return (_columnize_tensors(fields) * self.density_scale).unsqueeze(1).float()
@@ -261,12 +305,8 @@ class BatchPreparer:
         """Prepare one batch; ``augment=False`` skips noise and litter."""
         non_blocking = self.device.type == "cuda"
         with torch.no_grad():
-            if self.kind == "fields":
-                fields = {k: v.to(self.device, torch.float32, non_blocking=non_blocking) for k, v in batch.items()}
-                cube = self.observer(fields)  # (B, lon, lat, v)
-                pv = cube.mean(dim=2) if self.reduction == "mean" else cube.amax(dim=2)
-                inputs = (pv * self.input_scale).unsqueeze(1).float()
-                targets = (_columnize_tensors(fields) * self.density_scale).unsqueeze(1).float()
+            if self.kind in ("fields", "stream"):
+                inputs, targets = self._observe(batch)
             else:
                 inputs = batch[0].to(self.device, torch.float32, non_blocking=non_blocking)
                 targets = batch[1].to(self.device, torch.float32, non_blocking=non_blocking)

@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from . import checkpoint as ckpt
 from ..data.samplers import ChunkShuffleSampler, chunk_ids_of
+from ..data.stream import ReplaySampler, find_stream
 from ..model.input_statistics import InputStatisticsRecorder
 from .batches import BatchPreparer, batch_generator, inspect_dataset, n_batches, split_dataset
 from .config import TrainingConfig
@@ -73,7 +74,10 @@ def train_reverter(model, dataset, noise=None, litter=None, observer=None, confi
         Either observed pairs, items ``(observation (1, lon, v), target (1, distance, lon))``
         float32 in the model's units, or physical fields, items dicts of
         ``(distance, lon, lat)`` tensors (e.g. :class:`~iris_nb.data.fields.GasModelDataset`),
-        observed batch by batch on the training device by ``observer``.
+        observed batch by batch on the training device by ``observer``, or a
+        :class:`~iris_nb.data.stream.FieldStream`, whose fields are also drawn on the training
+        device (split into training and validation fields by field; ``replay`` > 1 reuses
+        each fresh batch that many times in a row).
     noise, litter:
         Optional ``Noise``/``Litter`` modules applied to the inputs (PV images) only.
     observer:
@@ -169,7 +173,11 @@ class _Trainer:
                                                                       self.prepare.density_scale):
                 raise ValueError("the validation dataset declares other units than the training dataset; "
                                  "give both in the same units")
-        if chunk_ids_of(train_set) is None:
+        stream = find_stream(train_set) if kind == "stream" else None
+        if stream is not None and stream.replay > 1:  # fresh batches, each used `replay` times in a row
+            self.sampler = ReplaySampler(stream, config.batch_size, seed=config.seed, num_replicas=self.world,
+                                         rank=self.rank)
+        elif chunk_ids_of(train_set) is None:
             self.sampler = DistributedSampler(train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
                                               seed=config.seed, drop_last=False)
         else:  # a store: visit it chunk by chunk, so each chunk is decoded once per epoch
@@ -188,7 +196,8 @@ class _Trainer:
         self.n_batches = n_batches(len(self.sampler), config.batch_size)
         self.n_train, self.n_val = len(train_set), (len(val_set) if val_set is not None else 0)
         self.history = {"train_losses": [], "validation_losses": [], "learning_rates": [], "epoch_times": [],
-                        "batch_losses": [], "updates": 0, "samples_seen": 0, "world_size": self.world}
+                        "batch_losses": [], "updates": 0, "samples_seen": 0, "world_size": self.world,
+                        "fields_drawn": 0, "fields_reused": 0}
         self.start_epoch = self.start_batch = 0
         self.recorder = InputStatisticsRecorder(model.grid, limit=STATISTICS_SAMPLES)
         self.pending, self.partial = None, None
@@ -326,7 +335,11 @@ class _Trainer:
     def _step(self, epoch: int, index: int, batch) -> tuple[float, int]:
         cfg = self.config
         generator = batch_generator(cfg.seed, "train", epoch, index, self.rank, self.device)
+        drawn, reused = self.prepare.fields_drawn, self.prepare.fields_reused
         inputs, targets = self.prepare(batch, generator)
+        if self.prepare.kind == "stream":  # this rank's draws (history is rank 0's)
+            self.history["fields_drawn"] = self.history.get("fields_drawn", 0) + self.prepare.fields_drawn - drawn
+            self.history["fields_reused"] = self.history.get("fields_reused", 0) + self.prepare.fields_reused - reused
         if not self.recorder.full:
             self.recorder.add(inputs)
         if cfg.channels_last:

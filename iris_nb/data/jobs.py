@@ -19,6 +19,7 @@ import torch
 
 from ..grids import Grid
 from ..sim.augment import augmentation_seed
+from ..sim.cmz_model import CMZModel
 from ..sim.columnize import columnize_tensors
 from ..sim.fields import field_tensors, validate_field
 from .layout import parameter_variable, write_chunk
@@ -27,6 +28,7 @@ __all__ = ["JobConfig", "compute_chunk", "run_jobs", "describe_observer", "model
            "make_field", "probe_parameters", "flatten_parameters"]
 
 FLOAT16_MAX = 65504.0
+_GAS_BATCH_CELLS = 1 << 25  # cells drawn and observed at once by the batched gas model (one SEDIGISM field)
 
 
 @dataclasses.dataclass
@@ -108,8 +110,11 @@ def make_field(model, grid: Grid, seed: int, model_kwargs: dict, augment=None):
 
 def probe_parameters(model, grid: Grid, seed: int, model_kwargs: dict, augment=None) -> dict:
     """Run the gas model (and augmentation) once; map its numeric parameter keys to store variable names."""
-    field = make_field(model, grid, seed, model_kwargs, augment)
-    return {key: parameter_variable(key) for key in sorted(_field_parameters(field))}
+    if isinstance(model, CMZModel):
+        keys = flatten_parameters(model.parameters([seed])[0])
+    else:
+        keys = _field_parameters(make_field(model, grid, seed, model_kwargs, augment))
+    return {key: parameter_variable(key) for key in sorted(keys)}
 
 
 @contextlib.contextmanager
@@ -122,6 +127,50 @@ def _torch_threads(count: int):
         torch.set_num_threads(old)
 
 
+def _check_pair(config: JobConfig, index: int, seed: int, pv: np.ndarray, target: np.ndarray) -> None:
+    for name, values in (("observation", pv), ("target", target)):
+        if not np.all(np.isfinite(values)):
+            raise ValueError(f"sample {index} (gas seed {seed}) has non-finite {name} values; "
+                             "check the gas model parameters")
+        if config.dtype == "float16" and float(np.max(np.abs(values), initial=0.0)) > FLOAT16_MAX:
+            raise ValueError(f"sample {index} has {name} values up to {np.max(np.abs(values)):.4g}, beyond the "
+                             f"float16 range ({FLOAT16_MAX:g}); write with dtype='float32'")
+
+
+def _observe(config: JobConfig, observer, tensors: dict) -> tuple[np.ndarray, np.ndarray]:
+    """PV images ``(B, lon, velocity)`` and targets ``(B, distance, lon)`` of a batch of field tensors."""
+    cube = observer(tensors)
+    lon, lat, vel = config.grid.ppv_shape
+    batch = tensors["density"].shape[0]
+    if tuple(cube.shape) != (batch, lon, lat, vel):
+        raise ValueError(f"the observer returned shape {tuple(cube.shape)}; expected (batch, lon, lat, velocity) "
+                         f"= {(batch, lon, lat, vel)} for the store grid")
+    pv = cube.mean(dim=2) if config.reduction == "mean" else cube.amax(dim=2)
+    target = columnize_tensors(tensors)
+    return pv.detach().to("cpu", torch.float32).numpy(), target.detach().to("cpu", torch.float32).numpy()
+
+
+def _batched_chunk(config: JobConfig, indices: range, observer) -> tuple[list, list, list, list]:
+    """The samples ``indices`` drawn by the batched torch gas model and observed on ``config.device``."""
+    from .store import sample_seed  # (store imports this module)
+
+    gas = config.model
+    seeds = [sample_seed(config.seed, index) for index in indices]
+    cells = int(np.prod(gas.shape))
+    step = max(1, min(len(seeds), _GAS_BATCH_CELLS // cells))
+    pvs, targets = [], []
+    for start in range(0, len(seeds), step):
+        tensors = gas.sample(seeds[start:start + step], device=config.device or "cpu")
+        with _torch_threads(1), torch.no_grad():
+            pv, target = _observe(config, observer, tensors)
+        del tensors
+        for offset in range(pv.shape[0]):
+            _check_pair(config, indices[start + offset], seeds[start + offset], pv[offset], target[offset])
+        pvs.extend(pv)
+        targets.extend(target)
+    return seeds, pvs, targets, [flatten_parameters(p) for p in gas.parameters(seeds)]
+
+
 def _one_sample(config: JobConfig, observer, index: int):
     """Observation ``(lon, velocity)`` and target ``(distance, lon)`` of sample ``index``."""
     from .store import sample_seed  # (store imports this module)
@@ -130,23 +179,9 @@ def _one_sample(config: JobConfig, observer, index: int):
     field = make_field(config.model, config.grid, seed, config.model_kwargs, config.augment)
     validate_field(field, config.grid)
     tensors = field_tensors(field, device=config.device, validate=False)
-    cube = observer(tensors)
-    lon, lat, vel = config.grid.ppv_shape
-    if tuple(cube.shape) != (1, lon, lat, vel):
-        raise ValueError(f"the observer returned shape {tuple(cube.shape)}; expected (1, lon, lat, velocity) "
-                         f"= {(1, lon, lat, vel)} for the store grid")
-    pv = cube.mean(dim=2) if config.reduction == "mean" else cube.amax(dim=2)
-    target = columnize_tensors(tensors)
-    pv = pv[0].detach().to("cpu", torch.float32).numpy()
-    target = target[0].detach().to("cpu", torch.float32).numpy()
-    for name, values in (("observation", pv), ("target", target)):
-        if not np.all(np.isfinite(values)):
-            raise ValueError(f"sample {index} (gas seed {seed}) has non-finite {name} values; "
-                             "check the gas model parameters")
-        if config.dtype == "float16" and float(np.max(np.abs(values), initial=0.0)) > FLOAT16_MAX:
-            raise ValueError(f"sample {index} has {name} values up to {np.max(np.abs(values)):.4g}, beyond the "
-                             f"float16 range ({FLOAT16_MAX:g}); write with dtype='float32'")
-    return seed, pv, target, _field_parameters(field)
+    pv, target = _observe(config, observer, tensors)
+    _check_pair(config, index, seed, pv[0], target[0])
+    return seed, pv[0], target[0], _field_parameters(field)
 
 
 def compute_chunk(config: JobConfig, chunk: int, observer=None) -> dict:
@@ -161,13 +196,16 @@ def compute_chunk(config: JobConfig, chunk: int, observer=None) -> dict:
     start = chunk * config.chunk_size
     indices = range(start, min(config.n, start + config.chunk_size))
     seeds, pvs, targets, params = [], [], [], []
-    with _torch_threads(1), torch.no_grad():
-        for index in indices:
-            seed, pv, target, values = _one_sample(config, observer, index)
-            seeds.append(seed)
-            pvs.append(pv)
-            targets.append(target)
-            params.append(values)
+    if isinstance(config.model, CMZModel):
+        seeds, pvs, targets, params = _batched_chunk(config, indices, observer)
+    else:
+        with _torch_threads(1), torch.no_grad():
+            for index in indices:
+                seed, pv, target, values = _one_sample(config, observer, index)
+                seeds.append(seed)
+                pvs.append(pv)
+                targets.append(target)
+                params.append(values)
     columns = {key: np.array([p.get(key, math.nan) for p in params], dtype=np.float64)
                for key in config.parameters}
     return {"observation": np.stack(pvs), "target": np.stack(targets),

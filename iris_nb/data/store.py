@@ -126,6 +126,32 @@ def prepare_store(path, *, grid: Grid, n: int, chunk_size, dtype: str, observati
                         compression=compression)
 
 
+def _gas_engine(model, model_kwargs: dict, grid: Grid, device, workers, client, augment):
+    """``(model, model_kwargs, engine)``: the batched torch gas model (``engine`` its device type)
+    for a ``CMZModel`` or for ``make_cmz`` on a non-CPU device; else the model as given and None."""
+    from ..sim.cmz_model import CMZModel, resolve_device
+
+    wants_device = device is not None and str(device) != "cpu"
+    if not isinstance(model, CMZModel) and not (model is make_cmz and wants_device):
+        return model, model_kwargs, None
+    if isinstance(model, CMZModel):
+        if model_kwargs:
+            raise ValueError("model_kwargs cannot be combined with a CMZModel; give the fixed parameters to "
+                             "CMZModel(grid, **fixed)")
+        if model.grid != grid:
+            raise ValueError(f"the CMZModel is on grid {model.grid.name!r} but the store on {grid.name!r}; build it "
+                             "on the store's grid")
+    else:
+        model = CMZModel(grid, **model_kwargs)
+    if augment is not None:
+        raise ValueError("augment= needs the numpy gas model (it transforms xarray fields); write with "
+                         "model=make_cmz on the CPU, or without augment")
+    if client is not None or (workers is not None and workers > 1):
+        raise ValueError("the batched gas model draws and observes in this process on its device; drop "
+                         "client= and workers= (or use model=make_cmz for CPU workers or a dask cluster)")
+    return model, dict(model.fixed), resolve_device(device).type
+
+
 def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int = 0, workers: int | None = None,
                   client=None, dtype: str = "float32", reduction: str = "mean", chunk_size: int | None = None,
                   model_kwargs: dict | None = None, progress: bool = True, device=None,
@@ -179,7 +205,12 @@ def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int =
     progress:
         Show a tqdm progress bar.
     device:
-        Torch device for the observer (default CPU).
+        Torch device for the observer (default CPU).  With the default gas model and a GPU
+        (``device="cuda"``) the fields are drawn there too, by the batched
+        :class:`~iris_nb.sim.cmz_model.CMZModel` (same parameter draws as ``make_cmz``, the
+        turbulence from torch generators), and written from this process; pass
+        ``model=CMZModel(grid)`` to use it on the CPU as well.  The store records the engine
+        and its device type (``CMZModel@cuda``): it continues only with the same.
     compression:
         Chunk codec: ``"lz4"`` (default: about 1.6-1.8x smaller than raw on PV images, fast
         to decode), ``"zstd"`` (a little smaller, slower to decode) or None (raw bytes,
@@ -203,6 +234,7 @@ def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int =
     observer = _default_observer(grid) if observer is None else observer
     model_kwargs = dict(model_kwargs or {})
     augment = as_augmentation(augment)
+    model, model_kwargs, engine = _gas_engine(model, model_kwargs, grid, device, workers, client, augment)
     _check_arguments(n, seed, workers, dtype, reduction, chunk_size, model, observer, grid)
     check_compression(compression)
     try:
@@ -211,11 +243,12 @@ def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int =
         raise TypeError(f"model_kwargs must be JSON-serialisable to be recorded in the store ({err})") from None
     from .. import __version__
 
-    if client is not None or workers is None or workers > 1:
+    if engine is None and (client is not None or workers is None or workers > 1):
         check_picklable((model, observer, model_kwargs, augment))
     obs_desc = describe_observer(observer)
+    name = model_name(model) if engine is None else f"{model_name(model)}@{engine}"
     wanted = {"grid": grid.to_dict(), "n": int(n), "dtype": dtype, "reduction": reduction, "seed": int(seed),
-              "model": model_name(model), "model_kwargs": kwargs_json, "observer": obs_desc,
+              "model": name, "model_kwargs": kwargs_json, "observer": obs_desc,
               "augment": None if augment is None else augment.to_dict()}
     attrs = {"seed": int(seed), "reduction": reduction, "model": wanted["model"],
              "model_kwargs": json.dumps(kwargs_json, sort_keys=True),
@@ -234,7 +267,9 @@ def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int =
                        chunk_size=info.chunk_size, parameters=json.loads(info.attrs["parameter_keys"]),
                        device=None if device is None else str(device), augment=augment)
     pending = [k for k in range(info.n_chunks) if not info.done[k]]
-    if workers is None:
+    if engine is not None:
+        workers = 0  # the batched gas model draws on the device, in this process
+    elif workers is None:
         workers = 0 if (config.device or "cpu").startswith("cuda") else min(os.cpu_count() or 1, len(pending))
     run_jobs(group, config, pending, workers=workers, client=client, progress=progress,
              already_done=info.n_done)

@@ -366,6 +366,13 @@ class CMZModel:
         return field_from_arrays(self.grid, **arrays, turbulent_b=p["turbulent_b"], parameters=p, seed=int(seed),
                                  model="CMZModel")
 
+    def __call__(self, grid: Grid | str, seed: int = 0):
+        """``model(grid, seed=...)``: one field as xarray, so a CMZModel is a gas model wherever
+        one is taken (``GasModelDataset``, ``write_dataset``)."""
+        if get_grid(grid) != self.grid:
+            raise ValueError(f"this CMZModel is on grid {self.grid.name!r}, asked for {get_grid(grid).name!r}")
+        return self.field(seed)
+
     # ------------------------------------------------------------------ the physics, batched
     @staticmethod
     def _plane_maps(q, x, y, ux, uy) -> dict:

@@ -264,3 +264,49 @@ def test_dask_client_writes_the_same_store(tmp_path):
                           progress=False)
     b = write_dataset(tmp_path / "local.zarr", 4, TINY, model=cloud_model, chunk_size=2, workers=0, progress=False)
     assert _files(a) == _files(b)
+
+
+# --------------------------------------------------------------------------- batched torch gas model
+def test_batched_gas_model_store_holds_its_fields_and_continues_only_with_it(tmp_path):
+    from iris_nb.sim import CMZModel
+    from iris_nb.sim.columnize import columnize_tensors
+
+    gas = CMZModel(TINY, cloud_count=4)
+    path = tmp_path / "torch.zarr"
+    write_dataset(path, 5, TINY, model=gas, observer=SimpleObserver(TINY), seed=2, chunk_size=2, progress=False)
+    ds = xr.open_zarr(path)
+    assert ds.attrs["model"] == "iris_nb.sim.cmz_model.CMZModel@cpu"
+    seeds = [sample_seed(2, i) for i in range(5)]
+    assert ds["sample_seed"].values.tolist() == seeds
+    fields = gas.sample(seeds)
+    cube = SimpleObserver(TINY)(fields)
+    np.testing.assert_allclose(ds["observation"].values, cube.mean(dim=2).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ds["target"].values, columnize_tensors(fields).numpy(), rtol=1e-5, atol=1e-7)
+    drawn = gas.parameters(seeds)
+    assert ds["ring_semi_major"].values.tolist() == [p["ring_semi_major"] for p in drawn]
+    assert set(ds["cloud_count"].values.tolist()) == {4.0}
+    before = _files(path)
+    write_dataset(path, 5, TINY, model=gas, observer=SimpleObserver(TINY), seed=2, chunk_size=2, progress=False)
+    assert _files(path) == before  # complete: nothing redone
+    with pytest.raises(ValueError, match="model"):
+        write_dataset(path, 5, TINY, observer=SimpleObserver(TINY), seed=2, chunk_size=2, progress=False,
+                      model_kwargs={"cloud_count": 4})
+    with pytest.raises(ValueError, match="augment"):
+        write_dataset(tmp_path / "a.zarr", 2, TINY, model=gas, observer=SimpleObserver(TINY), augment={"size": 0.5},
+                      progress=False)
+    with pytest.raises(ValueError, match="workers"):
+        write_dataset(tmp_path / "b.zarr", 2, TINY, model=gas, observer=SimpleObserver(TINY), workers=2,
+                      progress=False)
+    if not __import__("torch").cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            write_dataset(tmp_path / "c.zarr", 2, TINY, observer=SimpleObserver(TINY), device="cuda", progress=False)
+        assert not (tmp_path / "c.zarr").exists()
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_store_is_drawn_on_the_gpu(tmp_path):
+    path = tmp_path / "gpu.zarr"
+    write_dataset(path, 4, TINY, observer=SimpleObserver(TINY), seed=1, device="cuda", progress=False)
+    ds = xr.open_zarr(path)
+    assert ds.attrs["model"] == "iris_nb.sim.cmz_model.CMZModel@cuda"
+    assert float(ds["target"].max()) > 0 and np.isfinite(ds["observation"].values).all()

@@ -9,6 +9,12 @@ less), with the load average before and after.
     python benchmarks/bench_gas.py                                   # SMALL, CPU, all cores
     python benchmarks/bench_gas.py --json benchmarks/results/gas_cpu.json
     python benchmarks/bench_gas.py --grid sedigism --device cuda --batch 8 --baseline-fields 1
+    python benchmarks/bench_gas.py --observe --json benchmarks/results/pairs_cpu.json
+
+``--observe`` times pairs instead of fields: each field is also observed with the default
+escape-probability ``LineObserver`` (13CO 2-1) on the same device and reduced to a PV image
+(the numpy path as ``GasModelDataset`` feeds on-the-fly training: ``make_cmz``, then
+``field_tensors``; the torch path as ``FieldStream`` does).
 
 On CUDA the torch model's time includes a synchronisation at the end of each batch, and the
 peak GPU memory of a batch is reported; the baseline always runs on the CPU (it is numpy).
@@ -29,6 +35,8 @@ import torch
 from iris_nb.grids import get_grid
 from iris_nb.sim.cmz import make_cmz
 from iris_nb.sim.cmz_model import CMZModel
+from iris_nb.sim.fields import field_tensors
+from iris_nb.sim.observers import LineObserver
 
 
 def _clock():
@@ -48,6 +56,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--baseline-fields", type=int, default=16, help="make_cmz fields per round")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--observe", action="store_true", help="time draw + observe (pairs) instead of fields")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -59,8 +68,22 @@ def main(argv=None) -> dict:
           f"device {device}, grid {grid.name} {tuple(grid.shape[d] for d in ('distance', 'lon', 'lat'))}, "
           f"load average {load_before:.2f}")
 
-    make_cmz(grid, seed=10**6)  # warm both (imports, FFT plans, caches)
-    model.sample([10**6], device=device)
+    observer = LineObserver(grid).to(device) if args.observe else None
+
+    def baseline(seed):
+        field = make_cmz(grid, seed=seed)
+        if observer is not None:
+            with torch.no_grad():
+                observer(field_tensors(field, device=device)).mean(dim=2)
+
+    def batched(seeds):
+        fields = model.sample(seeds, device=device)
+        if observer is not None:
+            with torch.no_grad():
+                observer(fields).mean(dim=2)
+
+    baseline(10**6)  # warm both (imports, FFT plans, caches, the excitation table)
+    batched([10**6])
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -69,11 +92,11 @@ def main(argv=None) -> dict:
     for _ in range(args.repeats):
         start = _clock()
         for i in range(args.baseline_fields):
-            make_cmz(grid, seed=seed + i)
+            baseline(seed + i)
         wall, cpu = _since(start)
         base.append((args.baseline_fields / wall, args.baseline_fields / cpu))
         start = _clock()
-        model.sample(range(seed, seed + args.batch), device=device)
+        batched(list(range(seed, seed + args.batch)))
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         wall, cpu = _since(start)
@@ -81,6 +104,7 @@ def main(argv=None) -> dict:
         seed += max(args.batch, args.baseline_fields)
     peak = int(torch.cuda.max_memory_allocated(device)) if device.type == "cuda" else None
     result = {
+        "what": "pairs (draw + LineObserver + latitude mean)" if args.observe else "fields",
         "grid": grid.name, "device": str(device), "threads": args.threads, "batch": args.batch,
         "repeats": args.repeats, "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
         "numpy_make_cmz_fields_per_s": statistics.median(r[0] for r in base),
@@ -91,9 +115,10 @@ def main(argv=None) -> dict:
     }
     result["speedup_wall"] = result["torch_cmz_model_fields_per_s"] / result["numpy_make_cmz_fields_per_s"]
     result["speedup_cpu"] = result["torch_cmz_model_fields_per_cpu_s"] / result["numpy_make_cmz_fields_per_cpu_s"]
-    print(f"numpy make_cmz : {result['numpy_make_cmz_fields_per_s']:8.2f} fields/s "
+    what = "pairs" if args.observe else "fields"
+    print(f"numpy make_cmz : {result['numpy_make_cmz_fields_per_s']:8.2f} {what}/s "
           f"({result['numpy_make_cmz_fields_per_cpu_s']:.2f} per CPU s)")
-    print(f"torch CMZModel : {result['torch_cmz_model_fields_per_s']:8.2f} fields/s "
+    print(f"torch CMZModel : {result['torch_cmz_model_fields_per_s']:8.2f} {what}/s "
           f"({result['torch_cmz_model_fields_per_cpu_s']:.2f} per CPU s), batch {args.batch}")
     print(f"speed-up       : {result['speedup_wall']:.2f}x wall, {result['speedup_cpu']:.2f}x per CPU second; "
           f"load average after {result['load_average_after']:.2f}")

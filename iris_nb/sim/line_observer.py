@@ -123,7 +123,7 @@ class LineObserver(_Observer):
         Lines of sight transferred together (working set about
         ``ray_batch * (10 distance + 4 velocity)`` values, 18 per distance cell with the escape
         excitation's look-up, plus the autograd graph when
-        differentiating); ``None`` keeps it near 256 MiB on CPU and an eighth of the free
+        differentiating); ``None`` keeps it near 64 MiB on CPU and an eighth of the free
         memory (at most 4 GiB) on GPU.  Several whole samples share a batch when they fit.
     channel_window:
         Only channels within ``channel_window`` Doppler parameters of a cell's velocity are
@@ -251,11 +251,11 @@ class LineObserver(_Observer):
         """Rays per block: ``ray_batch``, or what fits the working-set budget (see class text)."""
         if self.ray_batch is not None:
             return self.ray_batch
-        budget = 2**28  # bytes: 256 MiB on CPU
+        budget = 2**26  # bytes: 64 MiB on CPU (blocks that stay in the caches: 1.6x faster than 256 MiB on SMALL)
         device = torch.device(device)
         if device.type == "cuda":  # an eighth of the free memory, between 256 MiB and 4 GiB
             free, _ = torch.cuda.mem_get_info(device)
-            budget = min(2**32, max(budget, free // 8))
+            budget = min(2**32, max(2**28, free // 8))
         # per distance cell: ~10 values of cell quantities, ~8 more for the excitation look-up
         per_cell = 18 if self.excitation == "escape" else 10
         per_ray = (per_cell * self.grid.distance.steps + 4 * self.grid.velocity.steps) * itemsize

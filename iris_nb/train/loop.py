@@ -111,6 +111,8 @@ def train_reverter(model, dataset, noise=None, litter=None, observer=None, confi
         raise ValueError(f"precision='fp16' needs a CUDA device (gradient scaling), training runs on {device}; "
                          "use precision='bf16' or 'fp32' on CPU")
     kind = inspect_dataset(dataset, model, observer)
+    if kind == "stream":  # a batch of fresh fields must fit on the device: say so before any work
+        find_stream(dataset).model.check_memory(config.batch_size, device)
     if validation is not None:
         if inspect_dataset(validation, model, observer, what="validation dataset") != kind:
             raise ValueError("dataset and validation= hold different kinds of items (pairs vs fields); "

@@ -104,3 +104,11 @@ def test_interrupted_on_the_fly_run_resumes_to_the_uninterrupted_one(tmp_path, s
     assert resumed.validation_losses == reference.validation_losses
     for (name, a), b in zip(resumed_net.state_dict().items(), net.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_batch_that_does_not_fit_is_refused_before_training():
+    from iris_nb.grids import SEDIGISM
+
+    with pytest.raises(MemoryError, match="lower the batch"):
+        train_reverter(Reverter(SEDIGISM, input_space="vrho", width=0.25), FieldStream(SEDIGISM, n=10),
+                       observer=SimpleObserver(SEDIGISM), config=CONFIG.replace(batch_size=100_000), progress=False)

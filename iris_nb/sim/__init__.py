@@ -14,6 +14,7 @@ from .arepo import from_arepo, read_arepo_gas
 from .augment import FieldAugmentation, observer_jitter
 from .cmz import CMZ_PARAMETERS, draw_cmz_parameters, make_cmz
 from .cmz_model import CMZModel
+from .topdown import TopDownObserver
 from .columnize import columnize, columnize_tensors
 from .excitation import Excitation, solve_excitation
 from .excitation_table import ExcitationTable
@@ -34,6 +35,7 @@ from .observers import LineObserver, SimpleObserver
 
 __all__ = [
     "CMZModel",
+    "TopDownObserver",
     "CMZ_PARAMETERS",
     "Excitation",
     "ExcitationTable",

@@ -14,7 +14,7 @@ import xarray as xr
 
 from .fields import FIELD_DIMS, FIELD_UNITS, _unit_factor, h2_density, validate_field
 
-__all__ = ["columnize", "columnize_tensors"]
+__all__ = ["columnize", "columnize_tensors", "columnize_velocity", "columnize_velocity_tensors"]
 
 
 def columnize(field: xr.Dataset) -> xr.DataArray:
@@ -68,3 +68,36 @@ def columnize_tensors(fields: dict) -> torch.Tensor:
         raise ValueError(f"density and x_h2 must both be (B, distance, lon, lat) tensors, got "
                          f"{tuple(density.shape)} and {tuple(x_h2.shape)}")
     return h2_density(density, x_h2).mean(dim=-1)
+
+
+def columnize_velocity_tensors(fields: dict) -> torch.Tensor:
+    """H2-mass-weighted mean line-of-sight velocity over latitude of batched field tensors.
+
+    The second reversion target (beside :func:`columnize_tensors`): for each heliocentric
+    distance and longitude pixel, ``sum_b rho_H2 v / sum_b rho_H2`` over the grid's latitude
+    pixels, km/s (v_LSR).  Pixels without H2 get 0 km/s (they carry no mass, so no observer
+    sees their velocity).  ``fields`` needs ``density``, ``x_h2`` and ``velocity_los``
+    ``(B, distance, lon, lat)`` tensors; returns ``(B, distance, lon)``, differentiable.
+    """
+    missing = [name for name in ("density", "x_h2", "velocity_los") if name not in fields]
+    if missing:
+        raise ValueError(f"columnize_velocity_tensors needs the tensors {missing}; pass field_tensors(field)")
+    rho = h2_density(fields["density"], fields["x_h2"])
+    mass = rho.sum(dim=-1)
+    moment = (rho * fields["velocity_los"]).sum(dim=-1)
+    return torch.where(mass > 0, moment / mass.clamp_min(torch.finfo(mass.dtype).tiny), torch.zeros_like(mass))
+
+
+def columnize_velocity(field: xr.Dataset) -> xr.DataArray:
+    """:func:`columnize_velocity_tensors` of one xarray field: ``(distance, lon)`` km/s, float32."""
+    from .fields import field_tensors
+
+    validate_field(field)
+    top = columnize_velocity_tensors(field_tensors(field, dtype=torch.float64, validate=False))[0]
+    attrs = {"units": FIELD_UNITS["velocity_los"],
+             "long_name": "H2-mass-weighted line-of-sight velocity, latitude average"}
+    for key in ("seed", "model"):
+        if key in field.attrs:
+            attrs[key] = field.attrs[key]
+    coords = {name: (name, field[name].values, dict(field[name].attrs)) for name in FIELD_DIMS[:2]}
+    return xr.DataArray(top.numpy().astype(np.float32), dims=FIELD_DIMS[:2], coords=coords, attrs=attrs)

@@ -28,11 +28,12 @@ import numbers
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from .attention import PixelSelfAttention2d
 
-__all__ = ["Stage", "ENCODER_STAGES", "DECODER_STAGES", "ATTENTION_HEADS", "MIN_WIDTH", "stage_range",
+__all__ = ["VELOCITY_SCALE", "DensityVelocity", "Stage", "ENCODER_STAGES", "DECODER_STAGES", "ATTENTION_HEADS", "MIN_WIDTH", "stage_range",
            "check_width", "channel_quantum", "scaled_channels", "build_encoder", "build_decoder",
            "init_weights"]
 
@@ -172,9 +173,22 @@ def build_encoder(size: int, width: float = 1.0) -> nn.Sequential:
     return nn.Sequential(layers)
 
 
-def build_decoder(size: int, width: float = 1.0) -> nn.Sequential:
+VELOCITY_SCALE = 100.0
+"""km/s per unit of the network's raw velocity output (two-output models)."""
+
+
+class DensityVelocity(nn.Module):
+    """Last activation of a two-output decoder: ReLU on the density channel, the velocity
+    channel (km/s) linear, scaled by :data:`VELOCITY_SCALE` so the network works near unity."""
+
+    def forward(self, x):
+        return torch.cat([torch.relu(x[:, :1]), x[:, 1:] * VELOCITY_SCALE], dim=1)
+
+
+def build_decoder(size: int, width: float = 1.0, outputs: int = 1) -> nn.Sequential:
     """Decoder for ``(B, C, 1, 1)`` latent vectors (``C = scaled_channels(2048, width)``)
-    -> ``(B, 1, size, size)`` maps (>= 0)."""
+    -> ``(B, outputs, size, size)`` maps: density (>= 0), then velocity (km/s) when
+    ``outputs`` is 2.  One output is exactly the IRIS decoder."""
     _, stages = stage_range(size)
     width = check_width(width)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -182,12 +196,12 @@ def build_decoder(size: int, width: float = 1.0) -> nn.Sequential:
         spec = DECODER_STAGES[k]
         last = k == stages[-1]
         in_channels = scaled_channels(spec.in_channels, width)
-        out_channels = 1 if last else scaled_channels(spec.out_channels, width)
+        out_channels = outputs if last else scaled_channels(spec.out_channels, width)
         layers[f"_{k}_1_transpose_convolution"] = nn.ConvTranspose2d(
             in_channels, out_channels, spec.kernel, spec.stride, spec.padding, groups=spec.groups
         )
         if last:
-            layers[f"_{k}_2_relu"] = nn.ReLU()
+            layers[f"_{k}_2_relu"] = nn.ReLU() if outputs == 1 else DensityVelocity()
         else:
             layers[f"_{k}_2_batch_norm"] = nn.BatchNorm2d(out_channels)
             layers[f"_{k}_3_leaky_relu"] = nn.LeakyReLU(LEAKY_SLOPE)

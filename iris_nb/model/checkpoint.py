@@ -89,6 +89,8 @@ def save_reverter(model, path, provenance: dict | None = None) -> Path:
             "iris_nb_version": _package_version(),
             "provenance": merged,
             "input_statistics": _statistics_dict(model),
+            "outputs": list(getattr(model, "outputs", ("density",))),
+            "head": None if getattr(model, "head", None) is None else list(model.head.layers),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "parameters": model.num_parameters(),
         },
@@ -233,7 +235,8 @@ def load_reverter(path, map_location="cpu", grid: Grid | str | None = None, widt
         else:
             model = cls(grid=Grid.from_dict(metadata["grid"]), reduction=metadata.get("reduction", "mean"),
                         input_space=metadata.get("input_space", "T"), provenance=metadata.get("provenance"),
-                        width=metadata.get("width", 1.0), input_statistics=_read_statistics(metadata))
+                        width=metadata.get("width", 1.0), input_statistics=_read_statistics(metadata),
+                        outputs=tuple(metadata.get("outputs") or ("density",)), head=metadata.get("head"))
     except (AttributeError, KeyError, TypeError, ValueError) as err:
         raise ModelFileError(f"model file {path} has unusable metadata: {err}") from err
     problem = _describe_mismatch(path, model.state_dict(), state)

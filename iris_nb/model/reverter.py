@@ -22,12 +22,14 @@ from .. import units as _units
 from ..grids import SEDIGISM, Grid, get_grid
 from .architecture import build_decoder, build_encoder, check_width, init_weights, stage_range
 
-__all__ = ["Reverter", "INPUT_SPACES", "REDUCTIONS"]
+__all__ = ["Reverter", "INPUT_SPACES", "REDUCTIONS", "OUTPUTS"]
 
 INPUT_SPACES = {"T": "temperature", "I": "intensity", "vrho": "v_density"}
 """Names of the input quantities and the unit space each one lives in."""
 
 REDUCTIONS = ("mean", "max")
+OUTPUTS = (("density",), ("density", "velocity"))
+"""The output maps a Reverter can predict: density alone (IRIS), or density and velocity."""
 UNIT_SPACES = ("temperature", "intensity", "v_density", "density")
 
 
@@ -63,15 +65,26 @@ class Reverter(nn.Module):
         ``to_dict()``); ``train_reverter`` records them, :meth:`save` stores them.  ``None``
         (an untrained model, or a file written before they existed) turns the
         out-of-distribution check of ``revert`` off.
+    outputs:
+        ``("density",)`` (default, IRIS) or ``("density", "velocity")``: also predict the
+        H2-weighted line-of-sight velocity map (km/s, v_LSR;
+        :func:`~iris_nb.sim.columnize.columnize_velocity`), which lets a reversion be
+        re-observed (:class:`~iris_nb.sim.topdown.TopDownObserver`) and refined
+        (:class:`~iris_nb.model.rim.RIM`).  Only the last layer changes (2 channels).
+    head:
+        Optional list of Cool-chic layer strings (``["16-3-residual-relu", "1-1-linear-none"]``,
+        :class:`~iris_nb.model.head.SynthesisHead`) refining the maps after the decoder;
+        the last layer gives as many channels as ``outputs``.
 
     Calling the model: ``model(inputs)`` with ``inputs`` of shape ``(B, 1, lon, lat, v)``
-    in the model's input unit returns ``(B, 1, distance, lon)`` in the model's density
-    unit; ``model(pv, reduce=False)`` takes ``(B, 1, lon, v)`` PV images.
+    in the model's input unit returns ``(B, len(outputs), distance, lon)``: densities in the
+    model's density unit (then velocities in km/s); ``model(pv, reduce=False)`` takes
+    ``(B, 1, lon, v)`` PV images.
     """
 
     def __init__(self, grid: Grid | str = SEDIGISM, reduction: str = "mean", units: dict | None = None,
                  input_space: str = "T", provenance: dict | None = None, width: float = 1.0,
-                 input_statistics=None) -> None:
+                 input_statistics=None, outputs=("density",), head=None) -> None:
         super().__init__()
         grid = get_grid(grid)
         size = _grid_size(grid)
@@ -83,6 +96,7 @@ class Reverter(nn.Module):
                 f"input_space must be one of {sorted(INPUT_SPACES)} (brightness temperature, "
                 f"specific intensity, velocity-resolved column density), got {input_space!r}"
             )
+        outputs = _check_outputs(outputs)
         factors = _unit_factors(units)
         self.grid = grid
         self.reduction = reduction
@@ -91,9 +105,15 @@ class Reverter(nn.Module):
         self.provenance = _check_provenance(provenance)
         self.input_statistics = input_statistics
         self.inference_only = False
+        self.outputs = outputs
         self.encoder = build_encoder(size, width)
-        self.decoder = build_decoder(size, width)
+        self.decoder = build_decoder(size, width, outputs=len(outputs))
         init_weights(self.encoder, self.decoder)
+        self.head = None
+        if head is not None:
+            from .head import SynthesisHead
+
+            self.head = SynthesisHead(len(outputs), head)
         for space in UNIT_SPACES:
             self.register_buffer(space, torch.tensor(factors[space], dtype=torch.float32))
 
@@ -141,7 +161,8 @@ class Reverter(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
 
     def extra_repr(self) -> str:
-        return (f"grid={self.grid.name!r} (N={self.size}), width={self.width:g}, "
+        extra = "" if self.outputs == ("density",) else f"outputs={self.outputs}, "
+        return (f"grid={self.grid.name!r} (N={self.size}), width={self.width:g}, {extra}"
                 f"reduction={self.reduction!r}, input_space={self.input_space!r}, "
                 f"inference_only={self.inference_only}, {self._statistics_note()}")
 
@@ -166,13 +187,18 @@ class Reverter(nn.Module):
 
         ``inputs``: ``(B, 1, lon, lat, v)`` PPV cubes (``reduce=True``) or ``(B, 1, lon, v)``
         PV images (``reduce=False``), in the model's input unit (:attr:`input_unit`).
-        Returns ``(B, 1, distance, lon)`` densities in :attr:`density_unit` (>= 0).
+        Returns ``(B, len(outputs), distance, lon)``: densities in :attr:`density_unit`
+        (>= 0), then (two outputs) velocities in km/s.
         """
         self._check_input(inputs, reduce)
         pv = self.reduce(inputs) if reduce else inputs
         if getattr(self, "_channels_last", False):
             pv = pv.contiguous(memory_format=torch.channels_last)
-        return self.decoder(self.encoder(pv))
+        maps = self.decoder(self.encoder(pv))
+        if self.head is not None:
+            maps = self.head(maps)
+            maps = torch.cat([torch.relu(maps[:, :1]), maps[:, 1:]], dim=1)  # densities stay >= 0
+        return maps
 
     def _check_input(self, inputs, reduce: bool) -> None:
         if not isinstance(inputs, torch.Tensor):
@@ -245,7 +271,8 @@ class Reverter(nn.Module):
         scale_in = self.input_scale(in_units, in_space)
         scale_out = self.output_scale(out_units)
         self._check_input(inputs, reduce)
-        return self(inputs * scale_in, reduce=reduce) * scale_out
+        maps = self(inputs * scale_in, reduce=reduce)
+        return torch.cat([maps[:, :1] * scale_out, maps[:, 1:]], dim=1)  # velocities stay in km/s
 
     # ------------------------------------------------------------------ files
     def save(self, path, provenance: dict | None = None) -> None:
@@ -261,7 +288,7 @@ class Reverter(nn.Module):
 
     @classmethod
     def load(cls, path, map_location="cpu", *, grid: Grid | str | None = None,
-             width: float | None = None) -> "Reverter":
+             width: float | None = None, outputs=None) -> "Reverter":
         """Read a model written by :meth:`save`, or a bare IRIS state dict.
 
         Bare state dicts (``torch.save(model.state_dict())``) get ``grid`` (default
@@ -273,11 +300,20 @@ class Reverter(nn.Module):
         ``input_statistics=None``, noted in one line of the model's repr: ``revert`` cannot
         check cubes against their training inputs.  The file is read with
         ``weights_only=True`` (no code runs); errors are
-        :class:`~iris_nb.model.checkpoint.ModelFileError`.
+        :class:`~iris_nb.model.checkpoint.ModelFileError`.  ``outputs`` (e.g. ``("density",)``)
+        states what the caller expects: a file with other output maps is refused with a
+        clear error instead of loading.
         """
         from .checkpoint import load_reverter
 
-        return load_reverter(path, map_location=map_location, grid=grid, width=width, cls=cls)
+        model = load_reverter(path, map_location=map_location, grid=grid, width=width, cls=cls)
+        if outputs is not None and _check_outputs(outputs) != model.outputs:
+            from .checkpoint import ModelFileError
+
+            raise ModelFileError(f"model file {path} holds a Reverter with outputs {model.outputs}, but outputs="
+                                 f"{_check_outputs(outputs)} was expected; load it without outputs= or use a "
+                                 "model of that kind")
+        return model
 
 
 def _grid_size(grid: Grid) -> int:
@@ -313,3 +349,16 @@ def _check_provenance(provenance) -> dict:
             f"provenance must be JSON-serialisable (str, numbers, lists, dicts): {err}; "
             "convert paths and arrays to str / lists first"
         ) from None
+
+
+def _check_outputs(outputs) -> tuple:
+    if isinstance(outputs, str):
+        outputs = (outputs,)
+    try:
+        outputs = tuple(outputs)
+    except TypeError:
+        raise TypeError(f"outputs must be a tuple of map names, one of {OUTPUTS}, got {outputs!r}") from None
+    if outputs not in OUTPUTS:
+        raise ValueError(f"outputs must be one of {OUTPUTS} (density alone, as IRIS, or density and velocity), "
+                         f"got {outputs!r}")
+    return outputs

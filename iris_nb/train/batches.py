@@ -115,6 +115,10 @@ def inspect_dataset(dataset, model, observer=None, what: str = "dataset") -> str
     if not (isinstance(item, (tuple, list)) and len(item) >= 2):
         raise TypeError(f"{what} items must be (observation, target) pairs or dicts of field tensors, got "
                         f"{type(item).__name__}")
+    if len(getattr(model, "outputs", ("density",))) == 2:
+        raise ValueError(f"{what} holds (observation, density) pairs, but the model also predicts velocity; train "
+                         "a two-output model on physical fields (GasModelDataset or FieldStream with observer=), "
+                         "whose velocity maps are computed on the fly")
     observation, target = item[0], item[1]
     for name, value, expected, axes in (("observation", observation, (1, lon, v), "(1, lon, v)"),
                                         ("target", target, (1, d, lon), "(1, distance, lon)")):
@@ -263,6 +267,7 @@ class BatchPreparer:
                                      f"{model.input_space!r}: build the model with Reverter(grid, input_space="
                                      f"{space!r}) or use an observer of its kind ({err})") from None
             self.density_scale = _units.density_scale("solMass / pc3", model.density_unit)
+        self.with_velocity = len(getattr(model, "outputs", ("density",))) == 2
         self.stream = find_stream(dataset) if kind == "stream" else None
         if kind == "stream" and self.stream is None:
             raise ValueError("a 'stream' batch preparer needs the FieldStream as dataset=")
@@ -285,20 +290,27 @@ class BatchPreparer:
         cube = self.observer(fields)  # (B, lon, lat, v)
         pv = cube.mean(dim=2) if self.reduction == "mean" else cube.amax(dim=2)
         inputs = (pv * self.input_scale).unsqueeze(1).float()
-        targets = (_columnize_tensors(fields) * self.density_scale).unsqueeze(1).float()
+        targets = self._field_targets(fields)
         if key is not None:
             self.fields_drawn += len(key)
             self._replay = (key, inputs.clone(), targets) if self.stream.replay > 1 else None
         return inputs, targets
 
+    def _field_targets(self, fields: dict) -> torch.Tensor:
+        """``(B, 1, distance, lon)`` densities in the model's unit, then (two-output models) the
+        H2-weighted velocity map in km/s as a second channel."""
+        targets = (_columnize_tensors(fields) * self.density_scale).unsqueeze(1).float()
+        if self.with_velocity:
+            from ..sim.columnize import columnize_velocity_tensors
+
+            targets = torch.cat([targets, columnize_velocity_tensors(fields).unsqueeze(1).float()], dim=1)
+        return targets
+
     def targets(self, batch) -> torch.Tensor:
-        """Only the targets of a batch: ``(B, 1, distance, lon)`` in the model's density unit."""
+        """Only the targets of a batch: ``(B, outputs, distance, lon)`` in the model's units."""
         with torch.no_grad():
-            if self.kind == "stream":
-                return (_columnize_tensors(self._fields(batch)) * self.density_scale).unsqueeze(1).float()
-            if self.kind == "fields":
-                fields = {k: v.to(self.device, torch.float32) for k, v in batch.items()}
-                return (_columnize_tensors(fields) * self.density_scale).unsqueeze(1).float()
+            if self.kind in ("stream", "fields"):
+                return self._field_targets(self._fields(batch))
             return batch[1].to(self.device, torch.float32) * self.density_scale
 
     def __call__(self, batch, generator: torch.Generator | None = None, augment: bool = True):

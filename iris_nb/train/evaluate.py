@@ -88,7 +88,11 @@ def test_reverter(model, dataset, noise=None, litter=None, observer=None, config
         masses ``density * d^2`` since cell volumes grow as the distance squared),
         ``mass_bias`` (the signed mean), ``mean_abs_error_map`` and ``bias_map`` (numpy
         ``(distance, lon)`` float32 in the model's density unit), ``n_samples``, ``loss``,
-        ``normalization`` (``n`` in the density unit) and ``density_unit``.
+        ``normalization`` (``n`` in the density unit) and ``density_unit``.  For a
+        two-output model (density and velocity) the density metrics use its density map and
+        the paper's loss alone, and ``velocity_rmse`` (km/s, weighted by ``rho / (rho + n)`` of
+        the true density, so empty pixels do not count) and ``velocity_loss`` (the mean
+        velocity term of :class:`~iris_nb.train.losses.DensityVelocityLoss`) are added.
     """
     config = TrainingConfig.from_dict(config) if isinstance(config, dict) else (config or TrainingConfig())
     device = resolve_device(device if device is not None else config.device)
@@ -103,6 +107,9 @@ def test_reverter(model, dataset, noise=None, litter=None, observer=None, config
     # metrics use the paper's per-pixel loss (a mass term in training is reported as the mass error)
     metric_loss = "scaled_density" if config.loss == "scaled_density_mass" else config.loss
     loss_fn = make_loss(metric_loss, model, config.density_normalization)
+    velocity_fn = getattr(loss_fn, "density_loss", None) and loss_fn  # two-output models: density + velocity
+    loss_fn = getattr(loss_fn, "density_loss", loss_fn)  # the density metrics use the density loss alone
+    velocity_sums = [0.0, 0.0, 0.0]  # sum w dv^2, sum w, sum of per-sample velocity terms
     prepare = BatchPreparer(model, kind, device, observer=observer, noise=noise, litter=litter, dataset=dataset)
     weights = torch.as_tensor(model.grid.distance.centers() ** 2, dtype=torch.float64, device=device)[:, None]
     acc = _Accumulator(loss_fn.n)
@@ -113,6 +120,9 @@ def test_reverter(model, dataset, noise=None, litter=None, observer=None, config
             for index, batch in enumerate(loader):
                 inputs, targets = prepare(batch, batch_generator(seed, "test", 0, index, 0, device))
                 prediction = model(inputs, reduce=False).float()
+                if velocity_fn is not None:
+                    _add_velocity(velocity_sums, velocity_fn, prediction, targets)
+                    prediction, targets = prediction[:, :1], targets[:, :1]
                 acc.add(loss_fn, prediction, targets, weights)
                 if baseline_map is None:
                     kept_targets.append(targets.cpu())
@@ -124,7 +134,20 @@ def test_reverter(model, dataset, noise=None, litter=None, observer=None, config
         stacked = torch.cat(kept_targets)
         baseline_map = stacked.double().mean(dim=0)[0].float()
         acc.add_baseline(loss_fn, baseline_map, stacked)
-    return acc.metrics(loss_fn, metric_loss, str(model.density_unit))
+    metrics = acc.metrics(loss_fn, metric_loss, str(model.density_unit))
+    if velocity_fn is not None:
+        metrics["velocity_rmse"] = math.sqrt(velocity_sums[0] / velocity_sums[1]) if velocity_sums[1] > 0 else float("nan")
+        metrics["velocity_loss"] = velocity_sums[2] / max(acc.count, 1)
+    return metrics
+
+
+def _add_velocity(sums: list, velocity_fn, prediction, targets) -> None:
+    """Accumulate the gas-weighted velocity error (km/s) of a two-output batch."""
+    rho = targets[:, :1].double().clamp_min(0.0)
+    weight = rho / (rho + velocity_fn.n)
+    sums[0] += float((weight * (prediction[:, 1:].double() - targets[:, 1:].double()).square()).sum())
+    sums[1] += float(weight.sum())
+    sums[2] += float(velocity_fn.velocity_term(prediction, targets).double().sum())
 
 
 test_reverter.__test__ = False  # not a pytest test, although its name starts with "test_"

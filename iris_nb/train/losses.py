@@ -26,7 +26,7 @@ from torch import nn
 
 from .. import units as _units
 
-__all__ = ["PhysicalLoss", "ScaledDensityLoss", "MassConsistentLoss", "MSELoss", "LOSSES", "make_loss", "normalization_in_units"]
+__all__ = ["PhysicalLoss", "ScaledDensityLoss", "MassConsistentLoss", "MSELoss", "DensityVelocityLoss", "LOSSES", "make_loss", "normalization_in_units"]
 
 DEFAULT_DENSITY_NORMALIZATION = 1e-19
 """The paper's normalisation density, kg/m3 (about 1.478 Msun/pc3)."""
@@ -190,6 +190,62 @@ class MassConsistentLoss(ScaledDensityLoss):
         return f"{super().extra_repr()}, mass_weight={self.mass_weight:g}"
 
 
+class DensityVelocityLoss(nn.Module):
+    """The loss of a two-output model: a density loss on channel 0 plus a velocity term.
+
+    ``density_loss(pred[:, :1], true[:, :1]) + velocity_weight * velocity_term``, where the
+    velocity term is ``sum(w ((v_pred - v_true) / velocity_scale)^2) / sum(w)`` per sample with
+    the weights ``w = rho_true / (rho_true + n)``: a velocity counts where there is gas (about 1
+    in dense pixels, 0 where the map is empty and the velocity means nothing).  Maps are
+    ``(B, 2, distance, lon)``: density in the model's unit, velocity in km/s.
+    """
+
+    name = "density_velocity"
+
+    def __init__(self, density_loss: PhysicalLoss, velocity_weight: float = 1.0, velocity_scale: float = 50.0):
+        super().__init__()
+        for label, value in (("velocity_weight", velocity_weight), ("velocity_scale", velocity_scale)):
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"{label} must be a number >= 0, got {value!r}")
+        if velocity_scale <= 0:
+            raise ValueError(f"velocity_scale must be > 0 km/s, got {velocity_scale!r}")
+        self.density_loss = density_loss
+        self.velocity_weight, self.velocity_scale = float(velocity_weight), float(velocity_scale)
+
+    @property
+    def n(self) -> float:
+        return self.density_loss.n
+
+    @property
+    def density_normalization(self) -> float:
+        return self.density_loss.density_normalization
+
+    def _check(self, pred, true):
+        if pred.shape != true.shape or pred.dim() != 4 or pred.shape[1] != 2:
+            raise ValueError(f"a two-output loss needs (B, 2, distance, lon) maps (density, velocity), got "
+                             f"{tuple(pred.shape)} and {tuple(true.shape)}")
+
+    def velocity_term(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        """Gas-weighted mean squared velocity error in units of ``velocity_scale``, per sample ``(B,)``."""
+        self._check(pred, true)
+        rho = true[:, :1].float().clamp_min(0.0)
+        weight = rho / (rho + self.n)
+        error = ((pred[:, 1:].float() - true[:, 1:].float()) / self.velocity_scale).square()
+        b = pred.shape[0]
+        return (weight * error).reshape(b, -1).sum(dim=1) / weight.reshape(b, -1).sum(dim=1).clamp_min(1e-12)
+
+    def per_sample(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        self._check(pred, true)
+        return (self.density_loss.per_sample(pred[:, :1], true[:, :1])
+                + self.velocity_weight * self.velocity_term(pred, true))
+
+    def forward(self, pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+        return self.per_sample(pred, true).mean()
+
+    def extra_repr(self) -> str:
+        return f"velocity_weight={self.velocity_weight:g}, velocity_scale={self.velocity_scale:g} km/s"
+
+
 LOSSES = {"scaled_density": ScaledDensityLoss, "mse": MSELoss, "scaled_density_mass": MassConsistentLoss}
 """Loss names accepted by :class:`~iris_nb.train.config.TrainingConfig` ``loss=``."""
 
@@ -197,7 +253,11 @@ LOSSES = {"scaled_density": ScaledDensityLoss, "mse": MSELoss, "scaled_density_m
 def make_loss(name: str, model_or_unit="solMass / pc3",
               density_normalization: float = DEFAULT_DENSITY_NORMALIZATION) -> PhysicalLoss:
     """The loss called ``name`` (``"scaled_density"``, ``"scaled_density_mass"`` or ``"mse"``) for a
-    model or unit."""
+    model or unit; for a two-output model (density and velocity) wrapped in a
+    :class:`DensityVelocityLoss`."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}")
-    return LOSSES[name](model_or_unit, density_normalization)
+    loss = LOSSES[name](model_or_unit, density_normalization)
+    if len(getattr(model_or_unit, "outputs", ("density",))) == 2:  # a density and velocity model
+        loss = DensityVelocityLoss(loss)
+    return loss

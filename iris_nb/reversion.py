@@ -197,10 +197,12 @@ def _runner(model, device: torch.device):
 
 
 def _run(model, pv: np.ndarray, in_unit, in_space: str, out_unit, batch_size: int, device) -> np.ndarray:
-    """Run one model over PV images ``(N, lon, v)``; returns ``(N, distance, lon)`` float32."""
+    """Run one model over PV images ``(N, lon, v)``; returns ``(N, outputs, distance, lon)`` float32
+    (densities in ``out_unit``, then velocities in km/s for two-output models)."""
     runner, restore = _runner(model, device)
     grid = model.grid
-    out = np.empty((pv.shape[0], grid.distance.steps, grid.lon.steps), dtype=np.float32)
+    channels = len(getattr(model, "outputs", ("density",)))
+    out = np.empty((pv.shape[0], channels, grid.distance.steps, grid.lon.steps), dtype=np.float32)
     dtype = next(runner.parameters()).dtype
     try:
         with torch.inference_mode():
@@ -208,10 +210,66 @@ def _run(model, pv: np.ndarray, in_unit, in_space: str, out_unit, batch_size: in
                 batch = torch.from_numpy(np.ascontiguousarray(pv[start:start + batch_size]))
                 batch = batch.to(device=device, dtype=dtype)[:, None]
                 result = runner.multi_unit_call(batch, in_unit, out_unit, in_space=in_space, reduce=False)
-                out[start:start + batch_size] = result[:, 0].float().cpu().numpy()
+                out[start:start + batch_size] = result.float().cpu().numpy()
     finally:
         restore()
     return out
+
+
+def reobserve(model, maps: torch.Tensor, pv: torch.Tensor | None = None) -> torch.Tensor:
+    """PV images ``(N, 1, lon, v)`` in the model's input unit of two-output maps ``(N, 2, distance, lon)``
+    in the model's units, through the 2-D forward model (:class:`~iris_nb.sim.topdown.TopDownObserver`).
+
+    A :class:`~iris_nb.model.rim.RIM` uses its own forward model.  For a brightness Reverter the
+    optically thin surrogate's scale (K per unit column) is fitted by least squares to the
+    observed PV images ``pv`` (one scale for all of them).
+    """
+    observe = getattr(model, "observe", None)
+    if callable(observe):
+        return observe(maps)
+    from .sim.topdown import TopDownObserver
+
+    forward = TopDownObserver(model.grid).to(maps.device)
+    column = forward(maps[:, :1] * density_scale(model.density_unit, "solMass / pc3"), maps[:, 1:])
+    if model.input_space == "vrho":
+        return column * model.input_scale(forward.units, "vrho")
+    if pv is None:
+        raise ValueError("a brightness model's re-observation needs the observed PV images to fit its scale")
+    fitted = float((pv.double() * column.double()).sum() / column.double().square().sum().clamp_min(1e-300))
+    return column * fitted
+
+
+def _with_consistency(density, output, model, prepared, out_unit, shape, dims, coords) -> xr.Dataset:
+    """The reversion of a two-output model with its data-consistency maps (see :func:`revert`)."""
+    pv_da = prepared.pvs[model.reduction][0]
+    observed = torch.from_numpy(np.ascontiguousarray(prepared.model_inputs(model))).float()[:, None]
+    maps = torch.from_numpy(output).float()
+    maps = torch.cat([maps[:, :1] / model.output_scale(out_unit), maps[:, 1:]], dim=1)  # model units
+    with torch.no_grad():
+        model_pv = reobserve(model, maps, observed)
+    back = 1.0 / model.input_scale(prepared.in_unit, prepared.in_space)  # model input unit -> the cube's
+    pv_dims = pv_da.dims
+    pv_coords = {name: pv_da.coords[name] for name in pv_dims if name in pv_da.coords}
+    pv_attrs = {"units": prepared.units}
+    observed_np = (observed[:, 0].numpy() * back).reshape(pv_da.shape)
+    model_np = (model_pv[:, 0].numpy() * back).reshape(pv_da.shape)
+    attrs = dict(density.attrs)
+    attrs["forward_model"] = ("TopDownObserver (vrho: exact for one velocity per pixel)" if model.input_space == "vrho"
+                              else "TopDownObserver optically thin surrogate (scale fitted or learned)")
+    return xr.Dataset(
+        {
+            "density": density,
+            "velocity_los": (dims, output[:, 1].reshape(shape), {"units": "km / s",
+                                                            "long_name": "H2-weighted line-of-sight velocity"}),
+            "pv": (pv_dims, observed_np.astype(np.float32), {**pv_attrs, "long_name": "observed PV image"}),
+            "pv_model": (pv_dims, model_np.astype(np.float32),
+                         {**pv_attrs, "long_name": "PV image re-observed from the reverted maps"}),
+            "pv_residual": (pv_dims, (observed_np - model_np).astype(np.float32),
+                            {**pv_attrs, "long_name": "observed minus re-observed PV"}),
+        },
+        coords={**coords, **pv_coords},
+        attrs=attrs,
+    )
 
 
 def _source(attrs: dict) -> str:
@@ -246,7 +304,12 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
 
     Returns
     -------
-    One model: DataArray ``(extra?, distance, lon)`` (pc, deg) in ``units``.  Several: a
+    One model: DataArray ``(extra?, distance, lon)`` (pc, deg) in ``units``.  One two-output
+    model (``outputs=("density", "velocity")``, or a :class:`~iris_nb.model.rim.RIM`): a Dataset
+    with ``density``, ``velocity_los`` (the velocity map, km/s) and the data-consistency maps on ``(extra?, lon,
+    velocity)`` in the cube's units: ``pv`` (the reduced cube the model saw), ``pv_model`` (the
+    PV re-observed from the two maps by :func:`reobserve`) and ``pv_residual`` (``pv -
+    pv_model``: where the reversion does not explain the data).  Several: a
     Dataset with ``mean`` and ``std`` ``(extra?, distance, lon)`` over the members and the
     per-model maps ``members`` ``(member, extra?, distance, lon)``.  Attrs record the model
     provenance (JSON), grid, reduction, iris_nb version, input source and time.
@@ -271,7 +334,8 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
     from .diagnose import warn_out_of_distribution
 
     warn_out_of_distribution(prepared, models, ensemble)
-    maps = [_run(m, pvs[m.reduction][1], in_unit, in_space, out_unit, int(batch_size), device) for m in models]
+    outputs = [_run(m, pvs[m.reduction][1], in_unit, in_space, out_unit, int(batch_size), device) for m in models]
+    maps = [o[:, 0] for o in outputs]
 
     pv = pvs[models[0].reduction][0]
     lead = [pv.dims[0]] if pv.ndim == 3 else []
@@ -295,7 +359,10 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
     provenance = [json.dumps(getattr(m, "provenance", {}) or {}, sort_keys=True, default=str) for m in models]
     if not ensemble:
         attrs["model_provenance"] = provenance[0]
-        return xr.DataArray(maps[0].reshape(shape), dims=dims, coords=coords, attrs=attrs, name="density")
+        density = xr.DataArray(maps[0].reshape(shape), dims=dims, coords=coords, attrs=attrs, name="density")
+        if outputs[0].shape[1] == 1:
+            return density
+        return _with_consistency(density, outputs[0], models[0], prepared, out_unit, shape, dims, coords)
     members = np.stack([m.reshape(shape) for m in maps])
     attrs["model_provenance"] = "[" + ", ".join(provenance) + "]"
     var_attrs = {"units": attrs["units"]}

@@ -138,6 +138,9 @@ def read_model_file(path, map_location="cpu") -> tuple[dict, dict | None]:
             f"other than tensors and plain values ({type(err).__name__}: {first_line[:200]})"
         ) from err
     if isinstance(content, dict) and "format" in content:
+        if content.get("format") == "iris_nb.rim":
+            raise ModelFileError(f"model file {path} holds a RIM (a Reverter with a refinement network); load it "
+                                 "with iris_nb.model.RIM.load")
         if content.get("format") != FORMAT:
             raise ModelFileError(f"model file {path} has format {content.get('format')!r}, expected {FORMAT!r}")
         if int(content.get("format_version", 0)) > FORMAT_VERSION:
@@ -221,11 +224,17 @@ def load_reverter(path, map_location="cpu", grid: Grid | str | None = None, widt
     found by :func:`infer_width`, else 1); the model is moved to ``map_location`` when that
     names a device.
     """
-    if cls is None:
-        from .reverter import Reverter as cls
     if width is not None:
         check_width(width)
     state, metadata = read_model_file(path, map_location=map_location)
+    return build_reverter(state, metadata, path, map_location=map_location, grid=grid, width=width, cls=cls)
+
+
+def build_reverter(state: dict, metadata: dict | None, path, map_location="cpu", grid=None, width=None, cls=None):
+    """A Reverter from a state dict and its metadata (``None``: a bare IRIS state dict), as read
+    from ``path`` (named in errors)."""
+    if cls is None:
+        from .reverter import Reverter as cls
     try:
         if metadata is None:
             grid = get_grid(grid) if grid is not None else SEDIGISM

@@ -26,7 +26,7 @@ from torch import nn
 
 from .. import units as _units
 
-__all__ = ["PhysicalLoss", "ScaledDensityLoss", "MassConsistentLoss", "MSELoss", "DensityVelocityLoss", "LOSSES", "make_loss", "normalization_in_units"]
+__all__ = ["PhysicalLoss", "ScaledDensityLoss", "MassConsistentLoss", "MSELoss", "DensityVelocityLoss", "StepWeightedLoss", "LOSSES", "make_loss", "normalization_in_units"]
 
 DEFAULT_DENSITY_NORMALIZATION = 1e-19
 """The paper's normalisation density, kg/m3 (about 1.478 Msun/pc3)."""
@@ -246,6 +246,40 @@ class DensityVelocityLoss(nn.Module):
         return f"velocity_weight={self.velocity_weight:g}, velocity_scale={self.velocity_scale:g} km/s"
 
 
+class StepWeightedLoss(nn.Module):
+    """The training loss of a :class:`~iris_nb.model.rim.RIM`: ``loss`` averaged over its refinement
+    steps with weights ``t = 1 .. T`` (later steps count more).  Outside training (no steps
+    recorded) it is ``loss`` of the final maps."""
+
+    def __init__(self, loss: nn.Module, model):
+        super().__init__()
+        self.loss = loss
+        self._model = [model]  # a list: the model is not a submodule of the loss
+
+    @property
+    def n(self) -> float:
+        return self.loss.n
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.loss, name)  # density_loss, velocity_term, ...
+
+    def _weighted(self, fn, pred, true):
+        steps = getattr(self._model[0], "_steps", None)
+        if not steps:
+            return fn(pred, true)
+        weights = [t + 1.0 for t in range(len(steps))]
+        return sum(w * fn(step, true) for w, step in zip(weights, steps)) / sum(weights)
+
+    def per_sample(self, pred, true):
+        return self._weighted(self.loss.per_sample, pred, true)
+
+    def forward(self, pred, true):
+        return self._weighted(self.loss, pred, true)
+
+
 LOSSES = {"scaled_density": ScaledDensityLoss, "mse": MSELoss, "scaled_density_mass": MassConsistentLoss}
 """Loss names accepted by :class:`~iris_nb.train.config.TrainingConfig` ``loss=``."""
 
@@ -260,4 +294,6 @@ def make_loss(name: str, model_or_unit="solMass / pc3",
     loss = LOSSES[name](model_or_unit, density_normalization)
     if len(getattr(model_or_unit, "outputs", ("density",))) == 2:  # a density and velocity model
         loss = DensityVelocityLoss(loss)
+    if callable(getattr(model_or_unit, "refine", None)):  # a RIM: every refinement step is trained
+        loss = StepWeightedLoss(loss, model_or_unit)
     return loss

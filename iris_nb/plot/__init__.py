@@ -15,8 +15,8 @@ from ._common import KINDS, STRETCHES
 from .maps import pv_image, side_by_side, top_down
 from .orbits import orbit, published_orbits
 from .overlays import lb_map, overlay_orbits
-from .panels import ensemble, truth_vs_prediction
+from .panels import consistency, ensemble, truth_vs_prediction
 from .training import loss_curves
 
 __all__ = ["pv_image", "top_down", "side_by_side", "lb_map", "overlay_orbits", "orbit", "published_orbits",
-           "ensemble", "truth_vs_prediction", "loss_curves"]
+           "ensemble", "truth_vs_prediction", "consistency", "loss_curves"]

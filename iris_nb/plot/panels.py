@@ -7,9 +7,9 @@ import numpy as np
 import xarray as xr
 
 from ._common import _axis, _check_dims, _cmap, _data_units, _norm, _panels, _parse, _prepare, _quantity_name
-from .maps import _draw_top_down, _observer_distance, top_down
+from .maps import _draw_top_down, _observer_distance, pv_image, top_down
 
-__all__ = ["ensemble", "truth_vs_prediction"]
+__all__ = ["ensemble", "truth_vs_prediction", "consistency"]
 
 
 def ensemble(ds, kind="polar", stretch="asinh", cmap="inferno", std_cmap="viridis", figsize=None,
@@ -90,6 +90,38 @@ def truth_vs_prediction(truth, prediction, kind="polar", stretch="asinh", cmap="
         label = f"{_quantity_name(da, units, 'ρ_H2')} [{units}]"
         _draw_top_down(ax, ready, kind, panel_norm, _cmap(panel_cmap), label, r0, True)
         ax.set_title(name)
+    if title is not None:
+        fig.suptitle(title)
+    return fig
+
+
+def consistency(ds, stretch="asinh", cmap="inferno", residual_cmap="RdBu_r", figsize=None, title=None):
+    """Does a reversion explain its data?  Observed PV, re-observed PV and their residual.
+
+    ``ds``: what ``cube.iris.revert`` returns for a two-output model (or a RIM): a Dataset
+    with ``pv``, ``pv_model`` and ``pv_residual`` on ``(lon, velocity)`` (one image; select
+    one first for a stack).  The two PV images share one colour scale; the residual is drawn
+    on a symmetric linear scale, so red is gas the maps miss and blue gas they invent at that
+    longitude and velocity.  Returns the Figure (three axes).
+    """
+    if not isinstance(ds, xr.Dataset):
+        raise TypeError(f"consistency() needs the Dataset revert returns for a two-output model, got "
+                        f"{type(ds).__name__}")
+    missing = [name for name in ("pv", "pv_model", "pv_residual") if name not in ds.data_vars]
+    if missing:
+        raise ValueError(f"the Dataset lacks {missing}: revert with a two-output model "
+                         "(Reverter(grid, outputs=('density', 'velocity')) or a RIM) gives them")
+    for name in ("pv", "pv_model", "pv_residual"):
+        _check_dims(ds[name], ("lon", "velocity"), f"'{name}'", " (select one image of a stack first)")
+    fig, axes = _panels(["pv", "pv", "pv"], figsize or (15, 4.2))
+    both = np.concatenate([np.ravel(ds["pv"].values), np.ravel(ds["pv_model"].values)])
+    low, high = float(np.nanmin(both)), float(np.nanmax(both))
+    pv_image(ds["pv"], ax=axes[0], stretch=stretch, cmap=cmap, vmin=low, vmax=high, title="observed")
+    pv_image(ds["pv_model"], ax=axes[1], stretch=stretch, cmap=cmap, vmin=low, vmax=high,
+             title="re-observed from the reversion")
+    limit = float(np.nanmax(np.abs(ds["pv_residual"].values))) or 1.0
+    pv_image(ds["pv_residual"], ax=axes[2], stretch="linear", cmap=residual_cmap, vmin=-limit, vmax=limit,
+             title="residual (observed - re-observed)")
     if title is not None:
         fig.suptitle(title)
     return fig

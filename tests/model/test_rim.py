@@ -113,3 +113,17 @@ def test_rim_files_round_trip_and_revert_gives_consistency_maps(trained, tmp_pat
         np.testing.assert_allclose(out["pv_model"].values, again.numpy(), rtol=1e-4, atol=1e-5)
     plain = revert(cube, Reverter(GRID, input_space="vrho", width=0.25), device="cpu")
     assert plain.name == "density" and plain.dims == ("distance", "lon")
+
+
+def test_consistency_figure(trained):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from iris_nb import plot
+
+    cnn = trained[0]
+    out = revert(OBSERVER.observe(make_cmz(GRID, seed=78)), cnn, device="cpu")
+    fig = plot.consistency(out, title="held-out field")
+    assert len(fig.axes) >= 3 and fig.axes[2].get_title().startswith("residual")
+    with pytest.raises(ValueError, match="two-output"):
+        plot.consistency(out.drop_vars("pv_model"))

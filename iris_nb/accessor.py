@@ -55,12 +55,16 @@ class IrisAccessor:
             )
         return regrid_cube(self._obj, grid)
 
-    def revert(self, model, units="Msun/pc3", in_units=None, batch_size: int = 8, device=None):
-        """Top-down density ``(extra?, distance, lon)`` in ``units`` (DataArray), or for a list of
-        models a Dataset with ``mean``, ``std`` and ``members``.  See :func:`~iris_nb.reversion.revert`."""
+    def revert(self, model, units="Msun/pc3", in_units=None, batch_size: int = 8, device=None,
+               column_consistent: bool = False):
+        """Top-down density ``(extra?, distance, lon)`` in ``units`` (DataArray); for a list of
+        models a Dataset with ``mean``, ``std`` and ``members``; for a two-output model or a RIM
+        a Dataset with ``density``, ``velocity_los`` and the consistency maps ``pv``,
+        ``pv_model``, ``pv_residual``.  See :func:`~iris_nb.reversion.revert`."""
         if model is None:
             raise TypeError("revert needs a model: cube.iris.revert(iris_nb.Reverter.load(path))")
-        return revert(self._obj, model, units=units, in_units=in_units, batch_size=batch_size, device=device)
+        return revert(self._obj, model, units=units, in_units=in_units, batch_size=batch_size, device=device,
+                      column_consistent=column_consistent)
 
     def diagnose(self, model, in_units=None):
         """pandas DataFrame, one row per statistic: where the cube's PV image (prepared as

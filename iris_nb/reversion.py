@@ -27,6 +27,8 @@ import xarray as xr
 
 from .cube import cube_beam, cube_rest_frequency, reduce_cube, standardize_cube
 from .model.checkpoint import _package_version
+from .model.consistency import column_consistent as _column_consistent
+from .model.consistency import reobserve
 from .regrid import regrid_cube
 from .units import SI_UNITS, brightness_scale, density_scale, parse_unit
 
@@ -216,29 +218,6 @@ def _run(model, pv: np.ndarray, in_unit, in_space: str, out_unit, batch_size: in
     return out
 
 
-def reobserve(model, maps: torch.Tensor, pv: torch.Tensor | None = None) -> torch.Tensor:
-    """PV images ``(N, 1, lon, v)`` in the model's input unit of two-output maps ``(N, 2, distance, lon)``
-    in the model's units, through the 2-D forward model (:class:`~iris_nb.sim.topdown.TopDownObserver`).
-
-    A :class:`~iris_nb.model.rim.RIM` uses its own forward model.  For a brightness Reverter the
-    optically thin surrogate's scale (K per unit column) is fitted by least squares to the
-    observed PV images ``pv`` (one scale for all of them).
-    """
-    observe = getattr(model, "observe", None)
-    if callable(observe):
-        return observe(maps)
-    from .sim.topdown import TopDownObserver
-
-    forward = TopDownObserver(model.grid).to(maps.device)
-    column = forward(maps[:, :1] * density_scale(model.density_unit, "solMass / pc3"), maps[:, 1:])
-    if model.input_space == "vrho":
-        return column * model.input_scale(forward.units, "vrho")
-    if pv is None:
-        raise ValueError("a brightness model's re-observation needs the observed PV images to fit its scale")
-    fitted = float((pv.double() * column.double()).sum() / column.double().square().sum().clamp_min(1e-300))
-    return column * fitted
-
-
 def _with_consistency(density, output, model, prepared, out_unit, shape, dims, coords) -> xr.Dataset:
     """The reversion of a two-output model with its data-consistency maps (see :func:`revert`)."""
     pv_da = prepared.pvs[model.reduction][0]
@@ -280,7 +259,7 @@ def _source(attrs: dict) -> str:
 
 
 def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None, batch_size: int = 8,
-           device=None):
+           device=None, column_consistent: bool = False):
     """Revert a PPV cube into a top-down density map.
 
     Parameters
@@ -301,6 +280,11 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
         PV images per network call.
     device:
         Torch device; default cuda if available, else mps, else cpu.
+    column_consistent:
+        For velocity-resolved column models (input space ``"vrho"``): rescale each longitude's
+        reverted column to the PV image's velocity integral (the observed H2 column, exact for
+        such data; :func:`~iris_nb.model.consistency.column_consistent`).  Refused for
+        brightness models.
 
     Returns
     -------
@@ -323,6 +307,9 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
     """
     models, ensemble = _check_models(model_or_models)
     grid = models[0].grid
+    if column_consistent and any(getattr(m, "input_space", None) != "vrho" for m in models):
+        raise ValueError("column_consistent=True needs velocity-resolved column models (input_space='vrho'); "
+                         "a brightness PV does not give the H2 column without the excitation")
     out_unit = parse_unit(units, "output density units")
     density_scale(out_unit, "kg / m3")  # raises if not a (number) density
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -335,6 +322,12 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
 
     warn_out_of_distribution(prepared, models, ensemble)
     outputs = [_run(m, pvs[m.reduction][1], in_unit, in_space, out_unit, int(batch_size), device) for m in models]
+    if column_consistent:
+        for model, output in zip(models, outputs):
+            scale = model.output_scale(out_unit)
+            density = torch.from_numpy(output[:, :1] / scale)
+            pv_model = torch.from_numpy(np.ascontiguousarray(prepared.model_inputs(model)))[:, None]
+            output[:, :1] = _column_consistent(model, density, pv_model).numpy() * scale
     maps = [o[:, 0] for o in outputs]
 
     pv = pvs[models[0].reduction][0]
@@ -355,6 +348,7 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
         "input_units": prepared.units,
         "all_nan_fraction": float(pv.attrs.get("all_nan_fraction", 0.0)),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "column_consistent": int(bool(column_consistent)),
     }
     provenance = [json.dumps(getattr(m, "provenance", {}) or {}, sort_keys=True, default=str) for m in models]
     if not ensemble:

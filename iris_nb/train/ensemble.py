@@ -47,7 +47,7 @@ def _fresh_model(model_or_factory, seed: int, reinitialize: bool):
 def train_ensemble(n: int, model, dataset, noise=None, litter=None, observer=None,
                    config: TrainingConfig | None = None, checkpoint_dir=None, resume: bool = True, callbacks=(), *,
                    seeds=None, validation=None, reinitialize: bool = True, progress: bool = True,
-                   return_results: bool = False):
+                   return_results: bool = False, bootstrap: bool = False):
     """Train ``n`` Reverters one after the other, each with its own seed; return them.
 
     Parameters
@@ -73,6 +73,17 @@ def train_ensemble(n: int, model, dataset, noise=None, litter=None, observer=Non
         ``n`` distinct non-negative integers (default ``config.seed + i``).
     return_results:
         Also return the list of :class:`~iris_nb.train.result.TrainingResult`.
+    bootstrap:
+        Train each member on its own bootstrap resample of the training samples (as many
+        draws with replacement, from the member's seed; the validation samples stay the same
+        for all): with data order and initialisation, the third source of spread, so that the
+        ensemble std reflects how much the answer depends on the training set (Efron's
+        bootstrap).  A :class:`~iris_nb.data.stream.FieldStream` is resampled by field.
+
+    What varies between members: the initialisation (``reinitialize``), the data order and
+    the noise and litter draws (each member's ``config.seed``) and, with ``bootstrap``, the
+    training samples.  ``test_reverter(models, ...)`` then reports the ensemble's
+    spread-skill ratio and interval coverage.
 
     Returns
     -------
@@ -87,16 +98,37 @@ def train_ensemble(n: int, model, dataset, noise=None, litter=None, observer=Non
     if len(seeds) != n or len(set(seeds)) != n or min(seeds) < 0:
         raise ValueError(f"seeds must be {n} distinct non-negative integers, got {seeds}")
     split_seed = config.effective_split_seed
+    train_set, val_set = dataset, validation
+    if bootstrap and validation is None:
+        from .batches import split_dataset
+
+        train_set, val_set = split_dataset(dataset, config.validation_fraction, split_seed)
     models, results = [], []
     for index, seed in enumerate(seeds):
         member_config = config.replace(seed=seed, split_seed=split_seed)
         member = _fresh_model(model, seed, reinitialize)
         folder = None if checkpoint_dir is None else member_folder(checkpoint_dir, index, seed)
-        result = train_reverter(member, dataset, noise=noise, litter=litter, observer=observer, config=member_config,
-                                checkpoint_dir=folder, resume=resume, callbacks=callbacks, validation=validation,
-                                progress=progress)
+        member_data = _bootstrap(train_set, seed) if bootstrap else dataset
+        result = train_reverter(member, member_data, noise=noise, litter=litter, observer=observer,
+                                config=member_config, checkpoint_dir=folder, resume=resume, callbacks=callbacks,
+                                validation=val_set if bootstrap else validation, progress=progress)
         result.model.provenance = {**result.model.provenance,
-                                   "ensemble": {"member": index, "members": n, "seed": seed}}
+                                   "ensemble": {"member": index, "members": n, "seed": seed,
+                                                "bootstrap": bool(bootstrap)}}
         models.append(result.model)
         results.append(result)
     return (models, results) if return_results else models
+
+
+def _bootstrap(dataset, seed: int):
+    """A resample with replacement of ``dataset``'s samples (a FieldStream's fields), from ``seed``."""
+    import numpy as np
+    from torch.utils.data import Subset
+
+    from ..data.stream import FieldStream
+
+    rng = np.random.default_rng([int(seed), 0xB007])
+    if isinstance(dataset, FieldStream):
+        fields = rng.choice(dataset.fields, size=len(dataset.fields), replace=True)
+        return FieldStream(dataset.grid, dataset.n, dataset.seed, dataset.model, dataset.replay, _fields=fields)
+    return Subset(dataset, rng.integers(0, len(dataset), size=len(dataset)).tolist())

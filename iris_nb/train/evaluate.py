@@ -13,7 +13,7 @@ from .config import TrainingConfig
 from .distributed import all_reduce_sum, resolve_device
 from .losses import make_loss
 
-__all__ = ["test_reverter", "validation_loss", "mean_target_map"]
+__all__ = ["test_reverter", "validation_loss", "mean_target_map", "ensemble_calibration"]
 
 
 def validation_loss(model, loader, prepare: BatchPreparer, loss_fn, seed: int, rank: int = 0, amp_dtype=None,
@@ -56,14 +56,20 @@ def mean_target_map(dataset, model, observer=None, batch_size: int = 8, device=N
 
 def test_reverter(model, dataset, noise=None, litter=None, observer=None, config: TrainingConfig | None = None, *,
                   baseline=None, train_dataset=None, batch_size: int | None = None, device=None,
-                  seed: int | None = None) -> dict:
+                  seed: int | None = None, column_consistent: bool = False) -> dict:
     """Metrics of ``model`` on a held-out ``dataset`` (pairs, or fields with ``observer``).
 
     Parameters
     ----------
     model:
-        A trained :class:`~iris_nb.model.Reverter` (evaluated in eval mode; its mode is
-        restored afterwards).
+        A trained :class:`~iris_nb.model.Reverter` or :class:`~iris_nb.model.rim.RIM`
+        (evaluated in eval mode; its mode is restored afterwards), or a list of them sharing
+        one grid: an ensemble, scored by its mean map and by how well its spread tracks the
+        error (``spread_skill``, ``coverage_1sigma``, ``coverage_2sigma``; see
+        :func:`ensemble_calibration`).
+    column_consistent:
+        Score the densities after :func:`~iris_nb.model.consistency.column_consistent`
+        (velocity-resolved column models only).
     dataset:
         Held-out samples, of either kind accepted by ``train_reverter``.
     noise, litter:
@@ -97,13 +103,24 @@ def test_reverter(model, dataset, noise=None, litter=None, observer=None, config
     config = TrainingConfig.from_dict(config) if isinstance(config, dict) else (config or TrainingConfig())
     device = resolve_device(device if device is not None else config.device)
     seed = config.seed if seed is None else int(seed)
+    members = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not members:
+        raise ValueError("test_reverter got an empty list of models")
+    model = members[0]
+    if any(m.grid != model.grid or tuple(getattr(m, "outputs", ("density",))) != tuple(
+            getattr(model, "outputs", ("density",))) for m in members):
+        raise ValueError("the members of an ensemble must share one grid and the same outputs")
+    if column_consistent and model.input_space != "vrho":
+        raise ValueError("column_consistent=True needs a velocity-resolved column model (input_space='vrho')")
     kind = inspect_dataset(dataset, model, observer, what="test dataset")
     batch_size = int(batch_size or config.batch_size)
     baseline_map = _baseline_map(baseline, model)
     if baseline_map is None and train_dataset is not None:
         baseline_map = mean_target_map(train_dataset, model, observer, batch_size, device, config.num_workers)
-    was_training = model.training
-    model.to(device).eval()
+    modes = [m.training for m in members]
+    for m in members:
+        m.to(device).eval()
+    calibration = _Calibration() if len(members) > 1 else None
     # metrics use the paper's per-pixel loss (a mass term in training is reported as the mass error)
     metric_loss = "scaled_density" if config.loss == "scaled_density_mass" else config.loss
     loss_fn = make_loss(metric_loss, model, config.density_normalization)
@@ -119,7 +136,16 @@ def test_reverter(model, dataset, noise=None, litter=None, observer=None, config
             loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=config.num_workers)
             for index, batch in enumerate(loader):
                 inputs, targets = prepare(batch, batch_generator(seed, "test", 0, index, 0, device))
-                prediction = model(inputs, reduce=False).float()
+                predictions = torch.stack([m(inputs, reduce=False).float() for m in members])
+                if column_consistent:
+                    from ..model.consistency import column_consistent as consistent
+
+                    predictions[:, :, :1] = torch.stack([consistent(m, p[:, :1], inputs)
+                                                         for m, p in zip(members, predictions)])
+                prediction = predictions.mean(dim=0)
+                if calibration is not None:
+                    calibration.add(torch.asinh(predictions[:, :, 0].double() / loss_fn.n),
+                                    torch.asinh(targets[:, 0].double() / loss_fn.n))
                 if velocity_fn is not None:
                     _add_velocity(velocity_sums, velocity_fn, prediction, targets)
                     prediction, targets = prediction[:, :1], targets[:, :1]
@@ -129,16 +155,75 @@ def test_reverter(model, dataset, noise=None, litter=None, observer=None, config
                 else:
                     acc.add_baseline(loss_fn, baseline_map.to(device), targets)
     finally:
-        model.train(was_training)
+        for m, mode in zip(members, modes):
+            m.train(mode)
     if baseline_map is None:
         stacked = torch.cat(kept_targets)
         baseline_map = stacked.double().mean(dim=0)[0].float()
         acc.add_baseline(loss_fn, baseline_map, stacked)
     metrics = acc.metrics(loss_fn, metric_loss, str(model.density_unit))
+    metrics["column_consistent"] = bool(column_consistent)
+    if calibration is not None:
+        metrics.update(calibration.metrics())
     if velocity_fn is not None:
         metrics["velocity_rmse"] = math.sqrt(velocity_sums[0] / velocity_sums[1]) if velocity_sums[1] > 0 else float("nan")
         metrics["velocity_loss"] = velocity_sums[2] / max(acc.count, 1)
     return metrics
+
+
+class _Calibration:
+    """Running sums for :func:`ensemble_calibration`."""
+
+    def __init__(self) -> None:
+        self.variance = self.squared_error = 0.0
+        self.within = [0, 0]
+        self.pixels = 0
+        self.members = 0
+
+    def add(self, members: torch.Tensor, truth: torch.Tensor) -> None:
+        """``members`` ``(M, ...)`` and ``truth`` ``(...)`` in the space the calibration is judged in."""
+        m = members.shape[0]
+        if m < 2:
+            raise ValueError("ensemble calibration needs at least 2 members")
+        mean, std = members.mean(dim=0), members.std(dim=0, unbiased=True)
+        error = (truth - mean).abs()
+        self.variance += float(std.square().sum())
+        self.squared_error += float(error.square().sum())
+        self.within[0] += int((error <= std).sum())
+        self.within[1] += int((error <= 2 * std).sum())
+        self.pixels += truth.numel()
+        self.members = m
+
+    def metrics(self) -> dict:
+        m = self.members
+        spread = math.sqrt((m + 1) / m * self.variance / self.pixels)
+        skill = math.sqrt(self.squared_error / self.pixels)
+        return {"spread_skill": spread / skill if skill > 0 else float("inf"),
+                "coverage_1sigma": self.within[0] / self.pixels, "coverage_2sigma": self.within[1] / self.pixels,
+                "n_members": m}
+
+
+def ensemble_calibration(members, truth, n: float | None = None) -> dict:
+    """How well an ensemble's spread tracks its error, pixel by pixel.
+
+    ``members``: ``(M, ...)`` predictions, ``truth``: ``(...)`` (tensors or arrays); with ``n``
+    both are first mapped to ``asinh(x / n)``, the space of the paper's loss (``test_reverter``
+    does this with the loss's normalisation), else compared as they are.  Returns
+    ``spread_skill`` = ``sqrt((M + 1) / M * mean(s^2)) / sqrt(mean((mean - truth)^2))`` with
+    ``s`` the members' standard deviation (1 for a calibrated ensemble, below 1 when it is
+    over-confident; the ``(M + 1) / M`` accounts for the finite ensemble), and
+    ``coverage_1sigma`` / ``coverage_2sigma``, the fractions of pixels whose truth lies within
+    1 and 2 ``s`` of the mean (0.68 and 0.95 for Gaussian, calibrated errors with many members).
+    """
+    members = torch.as_tensor(np.asarray(members), dtype=torch.float64)
+    truth = torch.as_tensor(np.asarray(truth), dtype=torch.float64)
+    if members.shape[1:] != truth.shape:
+        raise ValueError(f"members {tuple(members.shape)} must be (M, *truth.shape) with truth {tuple(truth.shape)}")
+    if n is not None:
+        members, truth = torch.asinh(members / n), torch.asinh(truth / n)
+    calibration = _Calibration()
+    calibration.add(members, truth)
+    return calibration.metrics()
 
 
 def _add_velocity(sums: list, velocity_fn, prediction, targets) -> None:

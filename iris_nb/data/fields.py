@@ -148,7 +148,7 @@ class InMemoryPairs(TensorDataset):
 
 
 def observed_pairs(fields: Dataset, observer, reduction: str = "mean", batch_size: int = 8, device=None,
-                   progress: bool = False, num_workers: int = 0) -> InMemoryPairs:
+                   progress: bool = False, num_workers: int = 0, velocity: bool = False) -> InMemoryPairs:
     """Observe every field of ``fields`` once and keep the pairs in memory (no store).
 
     ``fields`` yields dicts of ``(distance, lon, lat)`` tensors (e.g. a
@@ -158,9 +158,13 @@ def observed_pairs(fields: Dataset, observer, reduction: str = "mean", batch_siz
     the cubes, ``(n, 1, lon, v)`` in ``observer.units``; targets the latitude-averaged H2 mass
     density ``(n, 1, distance, lon)`` in solMass / pc3.  Both float32 on the CPU.
     ``num_workers`` DataLoader processes draw the fields in parallel (the gas model runs on
-    the CPU; with a GPU observer this is what keeps the GPU busy).
+    the CPU; with a GPU observer this is what keeps the GPU busy).  ``fields`` may also be a
+    :class:`~iris_nb.data.stream.FieldStream` (drawn on ``device`` by its torch gas model).
+    ``velocity=True`` adds the H2-weighted velocity map (km/s) as a second target channel,
+    ``(n, 2, distance, lon)``, for two-output models.
     """
-    from ..sim.columnize import columnize_tensors
+    from ..sim.columnize import columnize_tensors, columnize_velocity_tensors
+    from .stream import FieldStream
 
     if reduction not in ("mean", "max"):
         raise ValueError(f"reduction must be 'mean' or 'max', got {reduction!r}")
@@ -173,17 +177,22 @@ def observed_pairs(fields: Dataset, observer, reduction: str = "mean", batch_siz
     observations, targets = [], []
     if int(num_workers) < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers!r}")
-    loader = DataLoader(fields, batch_size=batch_size, shuffle=False, num_workers=int(num_workers))
+    stream = fields if isinstance(fields, FieldStream) else None
+    loader = DataLoader(fields, batch_size=batch_size, shuffle=False,
+                        num_workers=0 if stream is not None else int(num_workers))
     if progress:
         from tqdm.auto import tqdm
 
         loader = tqdm(loader, desc="observing", unit="batch")
     with torch.no_grad():
         for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
+            batch = stream.draw(batch, device) if stream is not None else {k: v.to(device) for k, v in batch.items()}
             cube = observer(batch)  # (B, lon, lat, v)
             pv = cube.mean(dim=2) if reduction == "mean" else cube.amax(dim=2)
             observations.append(pv.unsqueeze(1).float().cpu())
-            targets.append(columnize_tensors(batch).unsqueeze(1).float().cpu())
+            target = columnize_tensors(batch).unsqueeze(1)
+            if velocity:
+                target = torch.cat([target, columnize_velocity_tensors(batch).unsqueeze(1)], dim=1)
+            targets.append(target.float().cpu())
     units = {"observation": str(getattr(observer, "units", "")), "target": "solMass / pc3"}
     return InMemoryPairs(torch.cat(observations), torch.cat(targets), grid, units, reduction)

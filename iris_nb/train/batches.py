@@ -115,13 +115,15 @@ def inspect_dataset(dataset, model, observer=None, what: str = "dataset") -> str
     if not (isinstance(item, (tuple, list)) and len(item) >= 2):
         raise TypeError(f"{what} items must be (observation, target) pairs or dicts of field tensors, got "
                         f"{type(item).__name__}")
-    if len(getattr(model, "outputs", ("density",))) == 2:
-        raise ValueError(f"{what} holds (observation, density) pairs, but the model also predicts velocity; train "
-                         "a two-output model on physical fields (GasModelDataset or FieldStream with observer=), "
-                         "whose velocity maps are computed on the fly")
+    channels = len(getattr(model, "outputs", ("density",)))
     observation, target = item[0], item[1]
+    if channels == 2 and isinstance(target, torch.Tensor) and target.dim() == 3 and target.shape[0] == 1:
+        raise ValueError(f"{what} holds (observation, density) pairs, but the model also predicts velocity; give "
+                         "targets (2, distance, lon) with the velocity map (observed_pairs(..., velocity=True)) or "
+                         "train on physical fields (GasModelDataset or FieldStream with observer=)")
+    target_axes = "(1, distance, lon)" if channels == 1 else "(2, distance, lon): density and velocity"
     for name, value, expected, axes in (("observation", observation, (1, lon, v), "(1, lon, v)"),
-                                        ("target", target, (1, d, lon), "(1, distance, lon)")):
+                                        ("target", target, (channels, d, lon), target_axes)):
         if not isinstance(value, torch.Tensor):
             raise TypeError(f"{what} {name}s must be torch tensors, got {type(value).__name__}")
         if tuple(value.shape) != expected:
@@ -311,7 +313,8 @@ class BatchPreparer:
         with torch.no_grad():
             if self.kind in ("stream", "fields"):
                 return self._field_targets(self._fields(batch))
-            return batch[1].to(self.device, torch.float32) * self.density_scale
+            targets = batch[1].to(self.device, torch.float32)
+            return torch.cat([targets[:, :1] * self.density_scale, targets[:, 1:]], dim=1)
 
     def __call__(self, batch, generator: torch.Generator | None = None, augment: bool = True):
         """Prepare one batch; ``augment=False`` skips noise and litter."""
@@ -324,8 +327,8 @@ class BatchPreparer:
                 targets = batch[1].to(self.device, torch.float32, non_blocking=non_blocking)
                 if self.input_scale != 1.0:
                     inputs = inputs * self.input_scale
-                if self.density_scale != 1.0:
-                    targets = targets * self.density_scale
+                if self.density_scale != 1.0:  # densities only; a velocity channel stays in km/s
+                    targets = torch.cat([targets[:, :1] * self.density_scale, targets[:, 1:]], dim=1)
             if augment and self.litter is not None:
                 inputs = self.litter(inputs, generator=generator)
             if augment and self.noise is not None:

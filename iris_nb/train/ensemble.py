@@ -114,7 +114,7 @@ def train_ensemble(n: int, model, dataset, noise=None, litter=None, observer=Non
                                 validation=val_set if bootstrap else validation, progress=progress)
         result.model.provenance = {**result.model.provenance,
                                    "ensemble": {"member": index, "members": n, "seed": seed,
-                                                "bootstrap": bool(bootstrap)}}
+                                                **({"bootstrap": True} if bootstrap else {})}}
         models.append(result.model)
         results.append(result)
     return (models, results) if return_results else models

@@ -113,3 +113,19 @@ def test_head_is_saved_and_trained(tmp_path):
                    config=TrainingConfig(epochs=1, batch_size=4, device="cpu", validation_fraction=0.0),
                    progress=False)
     assert not torch.equal(before, model.head.convolutions[-1].weight)
+
+
+def test_in_memory_pairs_with_velocity_train_a_two_output_model():
+    from iris_nb.data.fields import observed_pairs
+    from iris_nb.sim.columnize import columnize_velocity_tensors
+
+    stream = FieldStream(GRID, n=6, seed=2)
+    pairs = observed_pairs(stream, SimpleObserver(GRID), velocity=True, batch_size=3)
+    assert pairs.tensors[1].shape == (6, 2, 64, 64)
+    fields = stream.draw(torch.tensor([4]))
+    assert torch.allclose(pairs.tensors[1][4, 1], columnize_velocity_tensors(fields)[0])
+    torch.manual_seed(2)
+    model = Reverter(GRID, input_space="vrho", width=0.25, outputs=("density", "velocity"))
+    result = train_reverter(model, pairs, config=TrainingConfig(epochs=1, batch_size=3, device="cpu",
+                                                                validation_fraction=0.0), progress=False)
+    assert all(torch.isfinite(torch.tensor(result.train_losses)))

@@ -46,7 +46,7 @@ def test_bootstrap_ensemble_is_scored_with_its_spread(tmp_path):
     stream = FieldStream(GRID, n=16, seed=1)
     members, results = train_ensemble(3, model, stream, observer=OBSERVER, config=config, bootstrap=True,
                                       return_results=True, progress=False)
-    assert all(m.provenance["ensemble"]["bootstrap"] for m in members)
+    assert all(m.provenance["ensemble"].get("bootstrap") for m in members)
     assert all(r.history["fields_drawn"] == 12 for r in results)  # 12 training fields each, drawn with repeats
     metrics = evaluate(members, FieldStream(GRID, n=4, seed=7), observer=OBSERVER, config=config)
     assert metrics["n_members"] == 3 and metrics["spread_skill"] > 0

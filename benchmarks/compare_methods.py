@@ -99,8 +99,9 @@ def main(argv=None) -> dict:
                            device=device)
     train1, test1 = density_only(train2), density_only(test2)
     data_seconds = time.perf_counter() - started
-    config = TrainingConfig(epochs=args.epochs, batch_size=args.batch, device=str(device), validation_fraction=0.0,
-                            milestones=(max(1, args.epochs * 3 // 4),), seed=1)
+    config = TrainingConfig(epochs=args.epochs, batch_size=args.batch, batches_per_update=1, device=str(device),
+                            validation_fraction=0.0, milestones=(max(1, args.epochs * 6 // 10), max(2, args.epochs * 8 // 10)),
+                            gamma=0.3, channels_last=True, seed=1)
     rows, seconds = {}, {}
     probe = test1.tensors[0][:16]
 

@@ -224,7 +224,8 @@ def main(argv=None) -> dict:
     noise = Noise(grid=grid)
     torch.manual_seed(0)
     model = Reverter(grid, width=args.width)
-    config = TrainingConfig(epochs=1, batch_size=args.batch, lr=args.lr, precision="bf16", channels_last=True,
+    config = TrainingConfig(epochs=1, batch_size=args.batch, batches_per_update=1, lr=args.lr, precision="bf16",
+                            channels_last=True,
                             validation_fraction=0.0, device=str(device), seed=3, checkpoint_every=1)
     stop_at = time.perf_counter() + budget
 

@@ -126,8 +126,9 @@ class PreObservedDataset(torch.utils.data.Dataset):
         Decoded chunks each process keeps (reading in chunk order needs 1-2).
 
     Items are ``(observation, target)``: float32 tensors ``(1, lon, velocity)`` in
-    ``units["observation"]`` and ``(1, distance, lon)`` in ``units["target"]``.  Only
-    completely written chunks count.
+    ``units["observation"]`` and ``(1, distance, lon)`` in ``units["target"]`` (with
+    ``velocity=True``, ``(2, distance, lon)``: the density, then the store's velocity map in
+    km/s, for two-output models).  Only completely written chunks count.
 
     Attributes
     ----------
@@ -136,7 +137,8 @@ class PreObservedDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, path, split: str = "train", validation_fraction: float = 0.2, test_fraction: float = 0.1,
-                 seed: int = 0, units: dict | None = None, in_memory: bool = False, cache_chunks: int = 4):
+                 seed: int = 0, units: dict | None = None, in_memory: bool = False, cache_chunks: int = 4,
+                 velocity: bool = False):
         self.path = Path(path)
         group = _open_group(self.path)
         self.info = info_from_group(group, self.path)
@@ -148,6 +150,10 @@ class PreObservedDataset(torch.utils.data.Dataset):
         self.indices = split_indices(self.info.n_samples, self.info.done_samples(), split,
                                      validation_fraction, test_fraction, seed, where=repr(str(self.path)))
         self.units, self._obs_scale, self._target_scale = _unit_factors(self.info.units, units)
+        if velocity and not self.info.velocity:
+            raise ValueError(f"store {str(self.path)!r} holds no velocity maps; write it with "
+                             "write_dataset(..., velocity=True) to train two-output models on it")
+        self.velocity = bool(velocity)
         if isinstance(cache_chunks, bool) or not isinstance(cache_chunks, int) or cache_chunks < 1:
             raise ValueError(f"cache_chunks must be a positive integer, got {cache_chunks!r}")
         self.cache_chunks = cache_chunks
@@ -165,7 +171,8 @@ class PreObservedDataset(torch.utils.data.Dataset):
     def _open(self):
         if self._arrays is None or self._pid != os.getpid():
             group = _open_group(self.path)
-            self._arrays = (group["observation"], group["target"])
+            self._arrays = (group["observation"], group["target"]) + (
+                (group["target_velocity"],) if self.velocity else ())
             self._pid = os.getpid()
             self._cache = OrderedDict()
         return self._arrays
@@ -173,10 +180,10 @@ class PreObservedDataset(torch.utils.data.Dataset):
     def _chunk(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
         block = self._cache.get(chunk)
         if block is None:
-            observation, target = self._open()
+            arrays = self._open()
             start = chunk * self.chunk_size
             stop = min(self.info.n_samples, start + self.chunk_size)
-            block = (observation[start:stop], target[start:stop])
+            block = tuple(array[start:stop] for array in arrays)
             self._cache[chunk] = block
             while len(self._cache) > self.cache_chunks:
                 self._cache.popitem(last=False)
@@ -184,19 +191,18 @@ class PreObservedDataset(torch.utils.data.Dataset):
             self._cache.move_to_end(chunk)
         return block
 
-    def _read_all(self, group) -> tuple[np.ndarray, np.ndarray]:
-        observation, target = group["observation"], group["target"]
-        obs = np.empty((len(self.indices),) + observation.shape[1:], dtype=observation.dtype)
-        tgt = np.empty((len(self.indices),) + target.shape[1:], dtype=target.dtype)
+    def _read_all(self, group) -> tuple:
+        arrays = [group["observation"], group["target"]] + ([group["target_velocity"]] if self.velocity else [])
+        out = [np.empty((len(self.indices),) + a.shape[1:], dtype=a.dtype) for a in arrays]
         chunks = self.indices // self.chunk_size
         for chunk in np.unique(chunks):
             start = int(chunk) * self.chunk_size
             stop = min(self.info.n_samples, start + self.chunk_size)
             rows = np.flatnonzero(chunks == chunk)
             local = self.indices[rows] - start
-            obs[rows] = observation[start:stop][local]
-            tgt[rows] = target[start:stop][local]
-        return obs, tgt
+            for array, values in zip(arrays, out):
+                values[rows] = array[start:stop][local]
+        return tuple(out)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -209,19 +215,21 @@ class PreObservedDataset(torch.utils.data.Dataset):
             raise IndexError(f"item {item} is out of range for a split of {len(self)} samples")
         item = item % len(self)
         if self._memory is not None:
-            obs, tgt = self._memory[0][item], self._memory[1][item]
+            values = [array[item] for array in self._memory]
         else:
             sample = int(self.indices[item])
             chunk = sample // self.chunk_size
             block = self._chunk(chunk)
             row = sample - chunk * self.chunk_size
-            obs, tgt = block[0][row], block[1][row]
-        observation = torch.tensor(obs, dtype=torch.float32)
-        target = torch.tensor(tgt, dtype=torch.float32)
+            values = [array[row] for array in block]
+        observation = torch.tensor(values[0], dtype=torch.float32)
+        target = torch.tensor(values[1], dtype=torch.float32)
         if self._obs_scale != 1.0:
             observation.mul_(self._obs_scale)
         if self._target_scale != 1.0:
             target.mul_(self._target_scale)
+        if self.velocity:  # (2, distance, lon): density, then velocity in km/s
+            return observation.unsqueeze(0), torch.stack([target, torch.tensor(values[2], dtype=torch.float32)])
         return observation.unsqueeze(0), target.unsqueeze(0)
 
     # ------------------------------------------------------------------ helpers

@@ -20,7 +20,7 @@ import torch
 from ..grids import Grid
 from ..sim.augment import augmentation_seed
 from ..sim.cmz_model import CMZModel
-from ..sim.columnize import columnize_tensors
+from ..sim.columnize import columnize_tensors, columnize_velocity_tensors
 from ..sim.fields import field_tensors, validate_field
 from .layout import parameter_variable, write_chunk
 
@@ -51,6 +51,7 @@ class JobConfig:
     parameters: dict
     device: str | None = None
     augment: object = None
+    velocity: bool = False  # also make the velocity target
 
 
 def model_name(model) -> str:
@@ -138,7 +139,8 @@ def _check_pair(config: JobConfig, index: int, seed: int, pv: np.ndarray, target
 
 
 def _observe(config: JobConfig, observer, tensors: dict) -> tuple[np.ndarray, np.ndarray]:
-    """PV images ``(B, lon, velocity)`` and targets ``(B, distance, lon)`` of a batch of field tensors."""
+    """PV images ``(B, lon, velocity)`` and targets ``(B, distance, lon)`` of a batch of field tensors
+    (``(B, 2, distance, lon)``, density then velocity, when ``config.velocity``)."""
     cube = observer(tensors)
     lon, lat, vel = config.grid.ppv_shape
     batch = tensors["density"].shape[0]
@@ -147,6 +149,8 @@ def _observe(config: JobConfig, observer, tensors: dict) -> tuple[np.ndarray, np
                          f"= {(batch, lon, lat, vel)} for the store grid")
     pv = cube.mean(dim=2) if config.reduction == "mean" else cube.amax(dim=2)
     target = columnize_tensors(tensors)
+    if config.velocity:
+        target = torch.stack([target, columnize_velocity_tensors(tensors)], dim=1)
     return pv.detach().to("cpu", torch.float32).numpy(), target.detach().to("cpu", torch.float32).numpy()
 
 
@@ -208,8 +212,12 @@ def compute_chunk(config: JobConfig, chunk: int, observer=None) -> dict:
                 params.append(values)
     columns = {key: np.array([p.get(key, math.nan) for p in params], dtype=np.float64)
                for key in config.parameters}
-    return {"observation": np.stack(pvs), "target": np.stack(targets),
-            "sample_seed": np.array(seeds, dtype=np.int64), "parameters": columns}
+    targets = np.stack(targets)
+    out = {"observation": np.stack(pvs), "target": targets[:, 0] if config.velocity else targets,
+           "sample_seed": np.array(seeds, dtype=np.int64), "parameters": columns}
+    if config.velocity:
+        out["target_velocity"] = targets[:, 1]
+    return out
 
 
 # --------------------------------------------------------------------------- workers

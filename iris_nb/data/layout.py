@@ -97,6 +97,7 @@ class StoreInfo:
     seed: the store seed.  model: gas-model name.  model_kwargs: dict.  parameters: list of
     per-sample parameter variable names.  attrs: all root attributes.  augment: the
     :class:`~iris_nb.sim.augment.FieldAugmentation` dict the fields were augmented with, or None.
+    velocity: whether the store also holds ``target_velocity``, the H2-weighted velocity map (km/s).
     """
 
     path: Path
@@ -115,6 +116,7 @@ class StoreInfo:
     parameters: list
     attrs: dict
     augment: dict | None = None
+    velocity: bool = False  # the store also holds target_velocity (km/s)
 
     @property
     def n_chunks(self) -> int:
@@ -194,7 +196,8 @@ def info_from_group(group, path) -> StoreInfo:
         units={"observation": str(attrs["observation_units"]), "target": str(attrs["target_units"])},
         observer=json.loads(attrs["observer"]), seed=int(attrs["seed"]), model=str(attrs["model"]),
         model_kwargs=json.loads(attrs["model_kwargs"]), parameters=list(attrs["parameters"]),
-        attrs=attrs, augment=json.loads(attrs["augment"]) if "augment" in attrs else None)
+        attrs=attrs, augment=json.loads(attrs["augment"]) if "augment" in attrs else None,
+        velocity=bool(attrs.get("velocity_target", 0)))
 
 
 def store_info(path) -> StoreInfo:
@@ -262,6 +265,12 @@ def create_store(path, *, grid: Grid, n: int, chunk_size: int, dtype: str, obser
             fill_value=np.nan, compressors=_codec(dtype, compression),
             dimension_names=("sample", "distance", "lon"),
             attributes={"units": TARGET_UNITS, "long_name": "H2 mass density averaged over latitude"})
+        if attrs.get("velocity_target"):
+            group.create_array(
+                "target_velocity", shape=(n, dist, lon), chunks=(chunk_size, dist, lon), dtype=dtype,
+                fill_value=np.nan, compressors=_codec(dtype, compression),
+                dimension_names=("sample", "distance", "lon"),
+                attributes={"units": "km / s", "long_name": "H2-weighted line-of-sight velocity, latitude average"})
         group.create_array(
             "sample_seed", shape=(n,), chunks=(chunk_size,), dtype="int64", fill_value=-1,
             dimension_names=("sample",), attributes={"long_name": "gas-model seed (sample_seed(seed, i))"})
@@ -297,6 +306,8 @@ def write_chunk(group, chunk: int, chunk_size: int, result: dict, parameters: di
     dtype = group["observation"].dtype
     group["observation"][region] = np.asarray(result["observation"]).astype(dtype, copy=False)
     group["target"][region] = np.asarray(result["target"]).astype(dtype, copy=False)
+    if "target_velocity" in result:
+        group["target_velocity"][region] = np.asarray(result["target_velocity"]).astype(dtype, copy=False)
     group["sample_seed"][region] = np.asarray(result["sample_seed"], dtype=np.int64)
     for key, name in parameters.items():
         group[name][region] = np.asarray(result["parameters"].get(key, np.full(stop - start, np.nan)),

@@ -89,7 +89,7 @@ def _compare(existing: StoreInfo, wanted: dict, path) -> None:
             "reduction": existing.reduction, "seed": existing.seed, "model": existing.model,
             "model_kwargs": existing.model_kwargs, "observer": existing.observer,
             "chunk_size": existing.chunk_size, "compression": existing.compression,
-            "augment": existing.augment}
+            "augment": existing.augment, "velocity": existing.velocity}
     diffs = [key for key in wanted
              if (wanted[key] is not None or key in ("compression", "augment")) and have[key] != wanted[key]]
     if diffs:
@@ -155,7 +155,7 @@ def _gas_engine(model, model_kwargs: dict, grid: Grid, device, workers, client, 
 def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int = 0, workers: int | None = None,
                   client=None, dtype: str = "float32", reduction: str = "mean", chunk_size: int | None = None,
                   model_kwargs: dict | None = None, progress: bool = True, device=None,
-                  compression: str | None = "lz4", augment=None) -> Path:
+                  compression: str | None = "lz4", augment=None, velocity: bool = False) -> Path:
     """Make ``n`` training pairs and write them to a zarr dataset store at ``path``.
 
     Each sample ``i``: ``field = model(grid, seed=sample_seed(seed, i), **model_kwargs)``,
@@ -222,6 +222,10 @@ def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int =
         independent of the worker count.  Recorded in the store (attr ``augment``): continuing
         a store with another augmentation, or none, is refused.  Its per-sample draws (e.g.
         ``augment_size``) become parameter variables.  Default None: no augmentation.
+    velocity:
+        Also store ``target_velocity`` ``(n, distance, lon)``, the H2-weighted line-of-sight
+        velocity map in km/s (:func:`~iris_nb.sim.columnize.columnize_velocity`), the second
+        target of two-output models (read it with ``PreObservedDataset(..., velocity=True)``).
 
     Returns
     -------
@@ -249,13 +253,14 @@ def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int =
     name = model_name(model) if engine is None else f"{model_name(model)}@{engine}"
     wanted = {"grid": grid.to_dict(), "n": int(n), "dtype": dtype, "reduction": reduction, "seed": int(seed),
               "model": name, "model_kwargs": kwargs_json, "observer": obs_desc,
-              "augment": None if augment is None else augment.to_dict()}
+              "augment": None if augment is None else augment.to_dict(), "velocity": bool(velocity)}
     attrs = {"seed": int(seed), "reduction": reduction, "model": wanted["model"],
              "model_kwargs": json.dumps(kwargs_json, sort_keys=True),
              "observer": json.dumps(obs_desc, sort_keys=True),
              "augment": json.dumps(wanted["augment"], sort_keys=True),
              "iris_nb_version": __version__,
-             "sample_seeds": "sample i was made with iris_nb.data.store.sample_seed(seed, i)"}
+             "sample_seeds": "sample i was made with iris_nb.data.store.sample_seed(seed, i)",
+             "velocity_target": int(bool(velocity))}
     group = prepare_store(path, grid=grid, n=int(n), chunk_size=chunk_size, dtype=dtype,
                           observation_units=str(observer.units), wanted=wanted, attrs=attrs,
                           compression=compression,
@@ -265,7 +270,7 @@ def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int =
     config = JobConfig(grid=grid, model=model, model_kwargs=model_kwargs, observer=observer,
                        reduction=reduction, dtype=dtype, seed=int(seed), n=info.n_samples,
                        chunk_size=info.chunk_size, parameters=json.loads(info.attrs["parameter_keys"]),
-                       device=None if device is None else str(device), augment=augment)
+                       device=None if device is None else str(device), augment=augment, velocity=bool(velocity))
     pending = [k for k in range(info.n_chunks) if not info.done[k]]
     if engine is not None:
         workers = 0  # the batched gas model draws on the device, in this process

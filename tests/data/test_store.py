@@ -310,3 +310,32 @@ def test_cuda_store_is_drawn_on_the_gpu(tmp_path):
     ds = xr.open_zarr(path)
     assert ds.attrs["model"] == "iris_nb.sim.cmz_model.CMZModel@cuda"
     assert float(ds["target"].max()) > 0 and np.isfinite(ds["observation"].values).all()
+
+
+def test_store_with_velocity_maps_feeds_two_output_models(tmp_path, cmz_store):
+    from iris_nb.data.datasets import PreObservedDataset
+    from iris_nb.sim.columnize import columnize_velocity
+
+    path = tmp_path / "velocity.zarr"
+    write_dataset(path, 4, TINY, observer=SimpleObserver(TINY), seed=3, workers=0, chunk_size=2, progress=False,
+                  velocity=True)
+    ds = xr.open_zarr(path)
+    assert ds["target_velocity"].attrs["units"] == "km / s"
+    field = make_cmz(TINY, seed=sample_seed(3, 1))
+    np.testing.assert_allclose(ds["target_velocity"][1].values, columnize_velocity(field).values, rtol=1e-4,
+                               atol=1e-3)
+    np.testing.assert_allclose(ds["target"].values, xr.open_zarr(cmz_store)["target"][:4].values)  # same gas
+    pairs = PreObservedDataset(path, split="train", validation_fraction=0.0, test_fraction=0.0, velocity=True)
+    observation, target = pairs[1]
+    assert observation.shape == (1, 64, 64) and target.shape == (2, 64, 64)
+    memory = PreObservedDataset(path, split="train", validation_fraction=0.0, test_fraction=0.0, velocity=True,
+                                in_memory=True)
+    assert torch_equal(memory[1][1], target)
+    with pytest.raises(ValueError, match="velocity"):
+        PreObservedDataset(cmz_store, velocity=True)
+    with pytest.raises(ValueError, match="velocity"):
+        write_dataset(path, 4, TINY, observer=SimpleObserver(TINY), seed=3, workers=0, chunk_size=2, progress=False)
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())

@@ -20,7 +20,7 @@ from torch import nn
 
 from .. import units as _units
 from ..grids import SEDIGISM, Grid, get_grid
-from .architecture import build_decoder, build_encoder, check_width, init_weights, stage_range
+from .architecture import VelocityHead, build_decoder, build_encoder, check_width, init_weights, stage_range
 
 __all__ = ["Reverter", "INPUT_SPACES", "REDUCTIONS", "OUTPUTS"]
 
@@ -70,7 +70,10 @@ class Reverter(nn.Module):
         H2-weighted line-of-sight velocity map (km/s, v_LSR;
         :func:`~iris_nb.sim.columnize.columnize_velocity`), which lets a reversion be
         re-observed (:class:`~iris_nb.sim.topdown.TopDownObserver`) and refined
-        (:class:`~iris_nb.model.rim.RIM`).  Only the last layer changes (2 channels).
+        (:class:`~iris_nb.model.rim.RIM`).  The IRIS layers stay as they are; a
+        :class:`~iris_nb.model.architecture.VelocityHead` (a second decoder) reads the same
+        latent vector and passes a tenth of its gradient into the shared encoder (sharing more
+        made the density maps collapse in the measured runs).
     head:
         Optional list of Cool-chic layer strings (``["16-3-residual-relu", "1-1-linear-none"]``,
         :class:`~iris_nb.model.head.SynthesisHead`) refining the maps after the decoder;
@@ -107,8 +110,11 @@ class Reverter(nn.Module):
         self.inference_only = False
         self.outputs = outputs
         self.encoder = build_encoder(size, width)
-        self.decoder = build_decoder(size, width, outputs=len(outputs))
+        self.decoder = build_decoder(size, width)
         init_weights(self.encoder, self.decoder)
+        self.velocity_head = None
+        if outputs == ("density", "velocity"):
+            self.velocity_head = VelocityHead(size, width)
         self.head = None
         if head is not None:
             from .head import SynthesisHead
@@ -194,11 +200,17 @@ class Reverter(nn.Module):
         pv = self.reduce(inputs) if reduce else inputs
         if getattr(self, "_channels_last", False):
             pv = pv.contiguous(memory_format=torch.channels_last)
-        maps = self.decoder(self.encoder(pv))
+        maps = self._decode(self.encoder(pv))
         if self.head is not None:
             maps = self.head(maps)
             maps = torch.cat([torch.relu(maps[:, :1]), maps[:, 1:]], dim=1)  # densities stay >= 0
         return maps
+
+    def _decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Decoder (and velocity head): ``(B, C, 1, 1)`` -> ``(B, len(outputs), distance, lon)``."""
+        if self.velocity_head is None:
+            return self.decoder(latent)
+        return torch.cat([self.decoder(latent), self.velocity_head(latent)], dim=1)
 
     def _check_input(self, inputs, reduce: bool) -> None:
         if not isinstance(inputs, torch.Tensor):

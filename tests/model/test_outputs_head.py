@@ -25,9 +25,10 @@ def test_two_output_model_predicts_density_and_velocity_and_round_trips(tmp_path
     assert out.shape == (3, 2, 64, 64) and bool((out[:, 0] >= 0).all()) and bool((out[:, 1] < 0).any())
     plain = Reverter(GRID, input_space="vrho", width=0.25)
     assert plain(torch.rand(1, 1, 64, 64), reduce=False).shape == (1, 1, 64, 64)
-    # only the last layer differs from the density-only network
-    diff = {k for k, v in model.state_dict().items() if plain.state_dict()[k].shape != v.shape}
-    assert diff == {k for k in model.state_dict() if k.startswith("decoder._6_1_")}
+    # the IRIS layers are unchanged; the velocity head is extra
+    extra = set(model.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("velocity_head.decoder.") for k in extra)
+    assert all(plain.state_dict()[k].shape == v.shape for k, v in model.state_dict().items() if k not in extra)
     model.save(tmp_path / "two.pt")
     again = Reverter.load(tmp_path / "two.pt")
     assert again.outputs == ("density", "velocity")

@@ -30,6 +30,7 @@ In-plane structure is evaluated at the in-plane distance ``d cos b`` of each lat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 
@@ -309,6 +310,34 @@ def _latitude_groups(grid: Grid) -> list:
     return out
 
 
+@dataclasses.dataclass
+class Structure:
+    """Everything of one sample that is drawn before any grid-sized work (see :func:`draw_structure`)."""
+
+    streams: list  # the sample's four numpy seed streams: parameters, clouds, density and velocity turbulence
+    parameters: dict
+    z_offset: float  # height of the CMZ mid-plane above the Sun's plane, pc
+    ring: Ring
+    lanes: DustLanes
+    boxes: list  # the clouds, as _cloud_boxes gives them
+
+
+def draw_structure(grid: Grid, seed: int, params: dict) -> Structure:
+    """The parameters, ring, dust lanes and clouds of sample ``seed`` (shared by ``make_cmz`` and
+    the batched torch :class:`~iris_nb.sim.cmz_model.CMZModel`, so both draw the same CMZ)."""
+    streams = np.random.SeedSequence(int(seed)).spawn(4)
+    p = draw_cmz_parameters(np.random.default_rng(streams[0]), **params)
+    r0 = grid.observer_distance
+    z_offset = r0 * math.tan(math.radians(p["latitude_offset"]))
+    ring = Ring(p["ring_semi_major"], p["ring_axis_ratio"], p["ring_angle"], p["ring_speed"],
+                p["ring_twist"], p["ring_twist_phase"], coverage=p["ring_coverage"],
+                gap_phase_deg=p["ring_gap_phase"], lopsidedness=p["ring_lopsidedness"],
+                lopsided_phase_deg=p["ring_lopsided_phase"])
+    lanes = DustLanes(ring, p["bar_angle"], p["lane_start"], p["lane_offset"], p["lane_speed"])
+    boxes = _cloud_boxes(_draw_clouds(np.random.default_rng(streams[1]), ring, p), grid, r0, z_offset)
+    return Structure(streams, p, z_offset, ring, lanes, boxes)
+
+
 def make_cmz(grid: Grid, seed: int = 0, **params):
     """A random, physically plausible CMZ gas field on ``grid``.
 
@@ -335,16 +364,10 @@ def make_cmz(grid: Grid, seed: int = 0, **params):
                         "e.g. iris_nb.grids.SMALL")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise TypeError(f"make_cmz seed must be a non-negative integer, got {seed!r}")
-    streams = np.random.SeedSequence(int(seed)).spawn(4)
-    p = draw_cmz_parameters(np.random.default_rng(streams[0]), **params)
+    drawn = draw_structure(grid, seed, params)
+    streams, p, z_offset, ring, lanes, boxes = (drawn.streams, drawn.parameters, drawn.z_offset, drawn.ring,
+                                                 drawn.lanes, drawn.boxes)
     r0 = grid.observer_distance
-    z_offset = r0 * math.tan(math.radians(p["latitude_offset"]))
-    ring = Ring(p["ring_semi_major"], p["ring_axis_ratio"], p["ring_angle"], p["ring_speed"],
-                p["ring_twist"], p["ring_twist_phase"], coverage=p["ring_coverage"],
-                gap_phase_deg=p["ring_gap_phase"], lopsidedness=p["ring_lopsidedness"],
-                lopsided_phase_deg=p["ring_lopsided_phase"])
-    lanes = DustLanes(ring, p["bar_angle"], p["lane_start"], p["lane_offset"], p["lane_speed"])
-    boxes = _cloud_boxes(_draw_clouds(np.random.default_rng(streams[1]), ring, p), grid, r0, z_offset)
 
     d, lon, lat = grid.distance.centers(), grid.lon.centers(), grid.lat.centers()
     shape = (d.size, lon.size, lat.size)

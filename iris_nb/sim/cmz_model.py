@@ -36,8 +36,7 @@ import scipy.fft
 import torch
 
 from ..grids import Grid, get_grid
-from .cmz import (VELOCITY_SPECTRUM_SLOPE, _cloud_boxes, _draw_clouds, _latitude_groups, draw_cmz_parameters)
-from .cmz_geometry import DustLanes, Ring
+from .cmz import VELOCITY_SPECTRUM_SLOPE, _latitude_groups, draw_cmz_parameters, draw_structure
 from .kinematics import SUN_CIRCULAR_VELOCITY
 
 __all__ = ["CMZModel", "FIELD_VARIABLES"]
@@ -134,19 +133,12 @@ class _Sample:
     """The numpy part of one sample: parameters, ring, lane curve and cloud boxes, as one row."""
 
     def __init__(self, grid: Grid, seed: int, fixed: dict):
-        streams = np.random.SeedSequence(int(seed)).spawn(4)
-        p = draw_cmz_parameters(np.random.default_rng(streams[0]), **fixed)
-        r0 = grid.observer_distance
+        drawn = draw_structure(grid, seed, fixed)
+        p, ring, z_offset, streams = drawn.parameters, drawn.ring, drawn.z_offset, drawn.streams
         self.p = p
-        z_offset = r0 * math.tan(math.radians(p["latitude_offset"]))
-        ring = Ring(p["ring_semi_major"], p["ring_axis_ratio"], p["ring_angle"], p["ring_speed"],
-                    p["ring_twist"], p["ring_twist_phase"], coverage=p["ring_coverage"],
-                    gap_phase_deg=p["ring_gap_phase"], lopsidedness=p["ring_lopsidedness"],
-                    lopsided_phase_deg=p["ring_lopsided_phase"])
-        lanes = DustLanes(ring, p["bar_angle"], p["lane_start"], p["lane_offset"], p["lane_speed"])
-        begin, control, end = lanes.bezier  # B(t) = P0 + 2 t A + t^2 C
+        begin, control, end = drawn.lanes.bezier  # B(t) = P0 + 2 t A + t^2 C
         a_vec, c_vec = control - begin, begin - 2 * control + end
-        self.boxes = _cloud_boxes(_draw_clouds(np.random.default_rng(streams[1]), ring, p), grid, r0, z_offset)
+        self.boxes = drawn.boxes
         self.density_seed = _torch_seed(streams[2])
         self.velocity_seed = _torch_seed(streams[3])
         values = {"ring_a": ring.a, "ring_b": ring.b, "major_x": ring.major[0], "major_y": ring.major[1],

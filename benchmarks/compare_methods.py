@@ -13,6 +13,12 @@ in-memory pairs with density and velocity targets.  Rows:
     + RIM                  RIM(two-output CNN, steps) trained on top (the CNN frozen)
     ensemble of 3          the IRIS CNN and two more members (other seeds: initialisation, order)
 
+With ``--snapshots k`` every row is also scored on ``k`` out-of-family fields: the barred-potential
+gas on closed orbits of ``benchmarks/evaluate_pretrained.py`` (``barred_gas``), written as AREPO
+snapshots and read back with ``from_arepo`` (``ood_*`` keys; the constant baseline is the in-family
+training mean map).  ``--sweep-steps 1,2,5`` also trains RIMs with those numbers of steps on the
+same CNN and reports quality against cost.
+
 Columns: held-out loss / constant-baseline ratio, correlation (asinh space), mean |mass error|,
 PV residual (``|pv - F(maps)|^2 / |pv|^2`` through the forward model, two-output models only),
 spread-skill and 1-sigma coverage (ensemble), trainable parameters, images/s (inference, eval
@@ -44,6 +50,32 @@ from iris_nb.train.evaluate import test_reverter
 from iris_nb.train.loop import train_reverter
 
 HEAD = ["16-3-linear-relu", "16-3-residual-relu", "1-1-linear-none"]
+
+
+def snapshot_pairs(grid, observer, count: int, particles: int) -> InMemoryPairs | None:
+    """``count`` out-of-family fields (evaluate_pretrained's barred_gas snapshots) as pairs with velocity."""
+    if count <= 0:
+        return None
+    import importlib.util
+    import tempfile
+
+    from iris_nb.sim.columnize import columnize_tensors, columnize_velocity_tensors
+    from iris_nb.sim.fields import field_tensors
+
+    spec = importlib.util.spec_from_file_location("evaluate_pretrained",
+                                                  Path(__file__).resolve().parent / "evaluate_pretrained.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    observations, targets = [], []
+    with tempfile.TemporaryDirectory() as folder, torch.no_grad():
+        for seed in range(count):
+            field, _ = module.snapshot_field(10_000 + seed, grid, folder, particles)
+            tensors = field_tensors(field)
+            observations.append(observer(tensors).mean(dim=2).unsqueeze(1))
+            targets.append(torch.cat([columnize_tensors(tensors).unsqueeze(1),
+                                      columnize_velocity_tensors(tensors).unsqueeze(1)], dim=1))
+    units = {"observation": observer.units, "target": "solMass / pc3"}
+    return InMemoryPairs(torch.cat(observations).float(), torch.cat(targets).float(), grid, units)
 
 
 def density_only(pairs: InMemoryPairs) -> InMemoryPairs:
@@ -84,6 +116,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--rim-steps", type=int, default=3)
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--snapshots", type=int, default=0, help="out-of-family barred-potential fields")
+    parser.add_argument("--particles", type=int, default=400_000)
+    parser.add_argument("--sweep-steps", default="", help="comma-separated RIM step counts to compare")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -98,6 +133,8 @@ def main(argv=None) -> dict:
     test2 = observed_pairs(FieldStream(grid, n=args.test, seed=12), observer, velocity=True, batch_size=16,
                            device=device)
     train1, test1 = density_only(train2), density_only(test2)
+    ood2 = snapshot_pairs(grid, observer, args.snapshots, args.particles)
+    ood1 = density_only(ood2) if ood2 is not None else None
     data_seconds = time.perf_counter() - started
     config = TrainingConfig(epochs=args.epochs, batch_size=args.batch, batches_per_update=1, device=str(device),
                             validation_fraction=0.0, milestones=(max(1, args.epochs * 6 // 10), max(2, args.epochs * 8 // 10)),
@@ -123,6 +160,14 @@ def main(argv=None) -> dict:
         row["pv_residual"] = (pv_residual(members[0], test2, device)
                               if len(getattr(members[0], "outputs", ())) == 2 and len(members) == 1 else None)
         row["train_seconds"] = seconds.get(name, 0.0)
+        if ood1 is not None:
+            two_outputs = len(getattr(members[0], "outputs", ())) == 2
+            ood = test_reverter(model, ood2 if two_outputs else ood1, config=config,
+                                train_dataset=train2 if two_outputs else train1, **kwargs)
+            for key in ("loss_ratio", "correlation", "mass_bias"):
+                row[f"ood_{key}"] = ood[key]
+            row["ood_pv_residual"] = (pv_residual(members[0], ood2, device)
+                                      if two_outputs and len(members) == 1 else None)
         rows[name] = row
         print(f"  {name}: {json.dumps({k: v for k, v in row.items() if v is not None}, default=float)}", flush=True)
 
@@ -139,6 +184,15 @@ def main(argv=None) -> dict:
     score("two-output CNN", two, test2)
     rim = fit("+ RIM", RIM(two, steps=args.rim_steps, hidden=16), train2, config.replace(epochs=args.rim_epochs))
     score("+ RIM", rim, test2)
+    sweep = {}
+    for steps in [int(t) for t in args.sweep_steps.split(",") if t.strip()]:
+        name = f"RIM T={steps}"
+        model = fit(name, RIM(two, steps=steps, hidden=16), train2, config.replace(epochs=args.rim_epochs))
+        metrics = test_reverter(model, test2, config=config, train_dataset=train2)
+        sweep[steps] = {"loss_ratio": metrics["loss_ratio"], "correlation": metrics["correlation"],
+                        "mass_bias": metrics["mass_bias"], "pv_residual": pv_residual(model, test2, device),
+                        "images_per_s": images_per_second(model, probe, device), "train_seconds": seconds[name]}
+        print(f"  {name}: {json.dumps(sweep[steps])}", flush=True)
     members = [cnn]
     for seed in (2, 3):
         torch.manual_seed(seed)
@@ -153,7 +207,8 @@ def main(argv=None) -> dict:
               "epochs": args.epochs, "rim_epochs": args.rim_epochs, "rim_steps": args.rim_steps, "width": args.width,
               "observer": "SimpleObserver (vrho)", "load_average_before": load,
               "load_average_after": os.getloadavg()[0], "data_seconds": data_seconds,
-              "seconds_total": time.perf_counter() - started, "rows": rows}
+              "seconds_total": time.perf_counter() - started, "rows": rows, "rim_step_sweep": sweep,
+              "snapshots": args.snapshots}
     print("\n| method | loss / baseline | correlation | mass error | PV residual | spread-skill | parameters | "
           "images/s |\n|---|---|---|---|---|---|---|---|")
     for name, row in rows.items():

@@ -348,8 +348,9 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
         "input_units": prepared.units,
         "all_nan_fraction": float(pv.attrs.get("all_nan_fraction", 0.0)),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "column_consistent": int(bool(column_consistent)),
     }
+    if column_consistent:
+        attrs["column_consistent"] = 1
     provenance = [json.dumps(getattr(m, "provenance", {}) or {}, sort_keys=True, default=str) for m in models]
     if not ensemble:
         attrs["model_provenance"] = provenance[0]

@@ -89,12 +89,15 @@ def save_reverter(model, path, provenance: dict | None = None) -> Path:
             "iris_nb_version": _package_version(),
             "provenance": merged,
             "input_statistics": _statistics_dict(model),
-            "outputs": list(getattr(model, "outputs", ("density",))),
-            "head": None if getattr(model, "head", None) is None else list(model.head.layers),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "parameters": model.num_parameters(),
         },
     }
+    # only what differs from the IRIS network is written, so density-only files keep their form
+    if tuple(getattr(model, "outputs", ("density",))) != ("density",):
+        payload["metadata"]["outputs"] = list(model.outputs)
+    if getattr(model, "head", None) is not None:
+        payload["metadata"]["head"] = list(model.head.layers)
     mode = path.stat().st_mode & 0o777 if path.exists() else _default_file_mode()
     atomic_torch_save(payload, path, mode=mode)
     return path

@@ -92,7 +92,7 @@ def throughput(stamps: list[float], batch_size: int) -> float:
 def loader_seconds(grid, batch_size: int, batches: int, workdir: Path, device=None) -> dict:
     """Seconds per batch to read a store (0 and 2 workers), to draw fields and to observe them."""
     from iris_nb.data.datasets import PreObservedDataset
-    from iris_nb.data.fields import GasModelDataset
+    from iris_nb.data.field_datasets import GasModelDataset
     from iris_nb.data.samplers import ChunkShuffleSampler
     from iris_nb.data.store import write_dataset
     from iris_nb.sim.columnize import columnize_tensors

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 
 from iris_nb.data import FieldStream
-from iris_nb.data.fields import InMemoryPairs, observed_pairs
+from iris_nb.data.field_datasets import InMemoryPairs, observed_pairs
 from iris_nb.grids import get_grid
 from iris_nb.model import RIM, Reverter
 from iris_nb.model.consistency import reobserve
@@ -172,14 +172,14 @@ def main(argv=None) -> dict:
         print(f"  {name}: {json.dumps({k: v for k, v in row.items() if v is not None}, default=float)}", flush=True)
 
     torch.manual_seed(0)
-    cnn = fit("IRIS CNN", Reverter(grid, input_space="vrho", width=args.width), train1)
+    cnn = fit("IRIS CNN", Reverter(grid, input_space="v_density", width=args.width), train1)
     score("IRIS CNN", cnn, test1)
     torch.manual_seed(0)
-    head = fit("+ synthesis head", Reverter(grid, input_space="vrho", width=args.width, head=HEAD), train1)
+    head = fit("+ synthesis head", Reverter(grid, input_space="v_density", width=args.width, head=HEAD), train1)
     score("+ synthesis head", head, test1)
     score("+ column consistency", cnn, test1, column_consistent=True)
     torch.manual_seed(0)
-    two = fit("two-output CNN", Reverter(grid, input_space="vrho", width=args.width,
+    two = fit("two-output CNN", Reverter(grid, input_space="v_density", width=args.width,
                                          outputs=("density", "velocity")), train2)
     score("two-output CNN", two, test2)
     rim = fit("+ RIM", RIM(two, steps=args.rim_steps, hidden=16), train2, config.replace(epochs=args.rim_epochs))
@@ -196,7 +196,7 @@ def main(argv=None) -> dict:
     members = [cnn]
     for seed in (2, 3):
         torch.manual_seed(seed)
-        members.append(fit(f"member seed {seed}", Reverter(grid, input_space="vrho", width=args.width), train1,
+        members.append(fit(f"member seed {seed}", Reverter(grid, input_space="v_density", width=args.width), train1,
                            config.replace(seed=seed)))
     score("ensemble of 3", members, test1)
     rows["ensemble of 3"]["train_seconds"] = seconds["IRIS CNN"] + seconds["member seed 2"] + seconds["member seed 3"]

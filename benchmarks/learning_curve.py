@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from iris_nb.data.fields import GasModelDataset, observed_pairs
+from iris_nb.data.field_datasets import GasModelDataset, observed_pairs
 from iris_nb.grids import SMALL
 from iris_nb.model import Reverter
 from iris_nb.sim.observers import SimpleObserver
@@ -72,7 +72,7 @@ def main(argv=None) -> dict:
     test = Subset(pairs, range(args.n - args.test, args.n))
     config = training_config(args.epochs, args.batch, args.lr, validation=args.validation, seed=args.seed)
     torch.manual_seed(args.seed)
-    model = Reverter(SMALL, input_space="vrho", width=args.width)
+    model = Reverter(SMALL, input_space="v_density", width=args.width)
     held_out = []
 
     def after_epoch(event, info):

@@ -75,7 +75,7 @@ def main(argv=None) -> list:
         train = Subset(pairs, range(n_train))
         config = training_config(epochs, batch, lr, args.device, scheduler)
         torch.manual_seed(0)
-        model = Reverter(SMALL, input_space="vrho", width=width)
+        model = Reverter(SMALL, input_space="v_density", width=width)
         result = train_reverter(model, train, config=config, progress=False)
         metrics = test_reverter(model, test, config=config, train_dataset=train)
         row = {"n_train": n_train, "width": width, "epochs": epochs, "batch": batch, "lr": lr,

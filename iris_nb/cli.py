@@ -28,8 +28,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="do not continue <checkpoint_dir>/checkpoint.pt; if it exists the run stops with "
                             "an error instead of overwriting it")
     train.add_argument("--progress", choices=("auto", "bar", "lines", "none"), default="auto",
-                       help="progress display of rank 0: a tqdm bar, IRIS_PROGRESS JSON lines (what "
-                            "iris_nb.train.launch reads), or none; auto: lines under launch, else a bar")
+                       help="progress display of rank 0: a tqdm bar (on a terminal; in a log file a plain line "
+                            "every 10%% of the run), IRIS_PROGRESS JSON lines (what iris_nb.train.launch reads), "
+                            "or none; auto: lines under launch, else a bar")
     return parser
 
 

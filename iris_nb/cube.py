@@ -24,6 +24,7 @@ import astropy.units as u
 import numpy as np
 import xarray as xr
 
+from .conventions import COORD_UNITS, CUBE_DIMS, axis_order, cube_beam, cube_rest_frequency, same_line, wrap_lon
 from .grids import Grid
 from .units import brightness_scale, parse_unit
 
@@ -32,13 +33,16 @@ __all__ = [
     "LineMismatchWarning",
     "standardize_cube",
     "reduce_cube",
+    "REDUCTIONS",
     "cube_rest_frequency",
     "cube_beam",
     "all_nan_fraction",
 ]
 
-CUBE_DIMS = ("lon", "lat", "velocity")
-_COORD_UNITS = {"lon": u.deg, "lat": u.deg, "velocity": u.km / u.s}
+REDUCTIONS = ("mean", "max")
+"""The latitude reductions of a cube into a PV image (:func:`reduce_cube`), used by stores, noise,
+models and runs alike."""
+_COORD_UNITS = {name: u.Unit(unit) for name, unit in COORD_UNITS.items()}
 _ALIASES = {
     "lon": ("l", "glon", "longitude", "x", "ra"),
     "lat": ("b", "glat", "latitude", "y", "dec"),
@@ -52,48 +56,6 @@ class LineMismatchWarning(UserWarning):
 
 
 # --------------------------------------------------------------------- attribute helpers
-def cube_rest_frequency(attrs: dict) -> float | None:
-    """Rest frequency (GHz) stated in a cube's attrs, or ``None``.
-
-    Looks at ``rest_frequency`` (a number in GHz, or a string/Quantity with a frequency
-    unit) and at the FITS keywords ``RESTFRQ`` / ``RESTFREQ`` (numbers in Hz).
-    """
-    for key, default_unit in (("rest_frequency", u.GHz), ("RESTFRQ", u.Hz), ("RESTFREQ", u.Hz)):
-        if key not in attrs or attrs[key] is None:
-            continue
-        value = attrs[key]
-        try:
-            if isinstance(value, (int, float, np.number)):
-                return float((float(value) * default_unit).to_value(u.GHz))
-            return float(u.Quantity(value).to_value(u.GHz))
-        except (TypeError, ValueError, u.UnitsError):
-            raise ValueError(
-                f"cube attrs[{key!r}] = {value!r} is not a frequency; give a number in "
-                f"{default_unit} or a string such as '220.3987 GHz'"
-            ) from None
-    return None
-
-
-def cube_beam(attrs: dict):
-    """Beam FWHM in arcsec from a cube's attrs: a number, a ``(major, minor)`` pair or ``None``.
-
-    Reads ``beam_fwhm`` (arcsec; with ``beam_fwhm_minor`` for an elliptical beam) or the
-    FITS keywords ``BMAJ``/``BMIN`` (deg).
-    """
-    if attrs.get("beam_fwhm") is not None:
-        beam = attrs["beam_fwhm"]
-        if isinstance(beam, (tuple, list, np.ndarray)):
-            return tuple(float(b) for b in beam)
-        if attrs.get("beam_fwhm_minor") is not None:
-            return (float(beam), float(attrs["beam_fwhm_minor"]))
-        return float(beam)
-    if attrs.get("BMAJ") is not None:
-        major = float(attrs["BMAJ"]) * 3600.0
-        minor = float(attrs.get("BMIN", attrs["BMAJ"])) * 3600.0
-        return (major, minor)
-    return None
-
-
 def all_nan_fraction(da: xr.DataArray) -> float | None:
     """Fraction of PV pixels that were all-NaN in latitude, as recorded by :func:`reduce_cube`."""
     return da.attrs.get("all_nan_fraction")
@@ -102,7 +64,7 @@ def all_nan_fraction(da: xr.DataArray) -> float | None:
 def _check_line(attrs: dict, grid: Grid) -> None:
     """Warn (:class:`LineMismatchWarning`) when the cube's line differs from ``grid``'s."""
     line = attrs.get("line")
-    if line is not None and str(line).replace(" ", "").lower() != grid.line.replace(" ", "").lower():
+    if not same_line(line, grid.line):
         warnings.warn(
             f"cube attrs say line {line!r} but the model grid is for {grid.line!r}; the "
             "reversion assumes the model's line", LineMismatchWarning, stacklevel=3,
@@ -170,21 +132,6 @@ def _coord_values(da: xr.DataArray, name: str) -> tuple[np.ndarray, u.UnitBase]:
             fix = f" convert it to {target}"
         raise ValueError(f"cube {name!r} axis is in {unit}, expected a unit like {target};{fix}")
     return (values * unit).to_value(target), target
-
-
-def _order(values: np.ndarray, name: str) -> slice | np.ndarray | None:
-    """Indexer making ``values`` ascending: ``None`` (already), a reversing slice, or a sort."""
-    if values.size < 2:
-        return None
-    diff = np.diff(values)
-    if np.all(diff > 0):
-        return None
-    if np.all(diff < 0):
-        return slice(None, None, -1)
-    order = np.argsort(values, kind="stable")
-    if np.any(np.diff(values[order]) == 0):
-        raise ValueError(f"cube coordinate {name!r} has duplicate values; every pixel needs its own {name}")
-    return order
 
 
 def _float_data(da: xr.DataArray) -> xr.DataArray:
@@ -273,9 +220,8 @@ def standardize_cube(
     for name in CUBE_DIMS:
         values, target = _coord_values(da, name)
         if name == "lon":
-            values = np.mod(values, 360.0)
-            values = np.where(values > 180.0, values - 360.0, values)
-        indexer = _order(values, name)
+            values = wrap_lon(values)
+        indexer = axis_order(values, name)
         if indexer is not None:
             indexers[name] = indexer
             values = values[indexer]
@@ -339,7 +285,7 @@ def reduce_cube(cube: xr.DataArray, how: str = "mean") -> xr.DataArray:
     pixels is stored in ``attrs["all_nan_fraction"]`` and the reduction in
     ``attrs["reduction"]``.
     """
-    if how not in ("mean", "max"):
+    if how not in REDUCTIONS:
         raise ValueError(f"reduction how={how!r} is not known; use 'mean' or 'max'")
     std = standardize_cube(cube, to_kelvin=False)
     extra = std.ndim == 4

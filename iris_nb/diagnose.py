@@ -21,7 +21,7 @@ import pandas as pd
 
 from ._warnings import user_stacklevel
 from .model.input_statistics import STATISTICS, InputStatistics, pv_statistics
-from .reversion import PreparedInputs, _check_models, prepare_inputs
+from .reversion import PreparedInputs, check_models, prepare_inputs
 
 __all__ = ["OutOfDistributionWarning", "diagnose", "input_table", "warn_out_of_distribution"]
 
@@ -58,7 +58,7 @@ def diagnose(cube, model_or_models, in_units=None) -> pd.DataFrame:
     interpolated) and ``inside`` (nullable boolean; ``<NA>`` for a model without statistics,
     whose ranges are NaN).  ``table.attrs["note"]`` says which ranges were used.
     """
-    models, _ = _check_models(model_or_models)
+    models, _ = check_models(model_or_models)
     prepared = prepare_inputs(cube, models, in_units=in_units)
     return input_table(prepared, models)
 

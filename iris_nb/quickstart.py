@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .conventions import CUBE_DIMS
 from .grids import SMALL, Grid, galactocentric_xy
 
 __all__ = ["toy_cmz_cube", "synthetic_cmz_cube", "run_quickstart"]
-
-SUN_VELOCITY = 220.0  # km/s, circular speed of the observer towards +x (l = 90 deg)
 
 
 def toy_cmz_cube(grid: Grid = SMALL, seed: int = 0, n_clouds: int = 40, peak_temperature: float = 8.0):
@@ -27,7 +26,8 @@ def toy_cmz_cube(grid: Grid = SMALL, seed: int = 0, n_clouds: int = 40, peak_tem
 
     Clouds sit on an eccentric ring (semi-axes 100 and 60 pc, random orientation) and move
     on it at 80-110 km/s; their line-of-sight velocity includes the observer's own circular
-    motion (v_LSR convention, positive = receding).
+    motion (v_LSR convention, positive = receding), as
+    :func:`iris_nb.sim.kinematics.line_of_sight_velocity` computes it for every simulator.
 
     Returns
     -------
@@ -36,6 +36,8 @@ def toy_cmz_cube(grid: Grid = SMALL, seed: int = 0, n_clouds: int = 40, peak_tem
     truth : DataArray (distance, lon), Msun/pc3
         Latitude-averaged gas density of the same clouds.
     """
+    from .sim.kinematics import line_of_sight_velocity
+
     rng = np.random.default_rng(seed)
     r0 = grid.observer_distance
     angle = rng.uniform(0, np.pi)
@@ -53,7 +55,7 @@ def toy_cmz_cube(grid: Grid = SMALL, seed: int = 0, n_clouds: int = 40, peak_tem
     dist = np.hypot(los_x, los_y)
     lon_c = np.rad2deg(np.arctan2(los_x, los_y))
     lat_c = rng.normal(0.0, 0.05, n_clouds)
-    v_los = ((vx - SUN_VELOCITY) * los_x + vy * los_y) / dist
+    v_los = line_of_sight_velocity(x, y, 0.0, vx, vy, 0.0, r0)  # clouds in the plane
     size_pc = rng.uniform(3.0, 8.0, n_clouds)
     size_deg = np.rad2deg(size_pc / dist)
     sigma_v = rng.uniform(5.0, 12.0, n_clouds)
@@ -74,8 +76,8 @@ def toy_cmz_cube(grid: Grid = SMALL, seed: int = 0, n_clouds: int = 40, peak_tem
 
     cube_da = xr.DataArray(
         cube,
-        dims=("lon", "lat", "velocity"),
-        coords={name: grid.coord(name) for name in ("lon", "lat", "velocity")},
+        dims=CUBE_DIMS,
+        coords={name: grid.coord(name) for name in CUBE_DIMS},
         attrs={"units": "K", "rest_frequency": grid.rest_frequency, "line": grid.line,
                "beam_fwhm": grid.beam_fwhm, "source": f"iris_nb toy CMZ (seed {seed})"},
     )

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .cube import CUBE_DIMS, standardize_cube
+from .conventions import CUBE_DIMS
+from .cube import standardize_cube
 from .grids import AXIS_UNITS, Axis, Grid, get_grid
 
 __all__ = ["axis_edges", "overlap_weights", "overlap_matrix", "regrid_axis", "regrid_cube", "regrid_array"]

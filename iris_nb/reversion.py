@@ -25,10 +25,12 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .cube import cube_beam, cube_rest_frequency, reduce_cube, standardize_cube
-from .model.checkpoint import _package_version
+from . import __version__
+from .conventions import cube_beam, cube_rest_frequency
+from .cube import reduce_cube, standardize_cube
 from .model.consistency import column_consistent as _column_consistent
 from .model.consistency import reobserve
+from .model.optimize import optimize_for_inference
 from .regrid import regrid_cube
 from .units import SI_UNITS, brightness_scale, density_scale, parse_unit
 
@@ -57,20 +59,20 @@ def best_device(device=None) -> torch.device:
 def input_space_for(unit, attrs: dict | None = None, rest_frequency: float | None = None):
     """How cube data in ``unit`` enter a model: ``(in_space, in_unit, scale)``.
 
-    Temperatures (``K``, ``mK``) enter as ``"T"``; surface brightness (``Jy/sr``, SI
-    intensity) as ``"I"``; velocity-resolved column density as ``"vrho"``; ``Jy/beam``
+    Temperatures (``K``, ``mK``) enter as ``"temperature"``; surface brightness (``Jy/sr``, SI
+    intensity) as ``"intensity"``; velocity-resolved column density as ``"v_density"``; ``Jy/beam``
     is turned into K with the beam in ``attrs`` (``beam_fwhm`` arcsec, or FITS ``BMAJ``/``BMIN``)
-    and enters as ``"T"`` after multiplying the data by ``scale``.  ``rest_frequency`` (GHz)
+    and enters as ``"temperature"`` after multiplying the data by ``scale``.  ``rest_frequency`` (GHz)
     is used for Jy/beam when ``attrs`` state none.
     """
     attrs = attrs or {}
     unit = parse_unit(unit, "cube data")
     if unit.is_equivalent(SI_UNITS["temperature"]):
-        return "T", unit, 1.0
+        return "temperature", unit, 1.0
     if unit.is_equivalent(SI_UNITS["intensity"]):
-        return "I", unit, 1.0
+        return "intensity", unit, 1.0
     if unit.is_equivalent(SI_UNITS["v_density"]):
-        return "vrho", unit, 1.0
+        return "v_density", unit, 1.0
     if "beam" in unit.to_string() or unit.is_equivalent(u.Jy / u.beam):
         freq = cube_rest_frequency(attrs) or rest_frequency
         if freq is None:
@@ -78,7 +80,7 @@ def input_space_for(unit, attrs: dict | None = None, rest_frequency: float | Non
                 f"cube data are in {unit}; converting to K needs a rest frequency: "
                 "set cube.attrs['rest_frequency'] (GHz)"
             )
-        return "T", u.K, brightness_scale(unit, freq, cube_beam(attrs))
+        return "temperature", u.K, brightness_scale(unit, freq, cube_beam(attrs))
     raise ValueError(
         f"cube data are in {unit}, which the network cannot take: expected a brightness temperature "
         "(K, mK), a surface brightness (Jy/sr, or Jy/beam with attrs['beam_fwhm'] in arcsec) or a "
@@ -86,14 +88,14 @@ def input_space_for(unit, attrs: dict | None = None, rest_frequency: float | Non
     )
 
 
-def _check_models(model_or_models) -> tuple[list, bool]:
+def check_models(model_or_models) -> tuple[list, bool]:
     """Validate one model or a list of them; return (models, is_ensemble)."""
     ensemble = isinstance(model_or_models, (list, tuple))
     models = list(model_or_models) if ensemble else [model_or_models]
     if not models:
         raise ValueError("got an empty list of models; pass at least one Reverter")
     for i, model in enumerate(models):
-        missing = [a for a in ("grid", "reduction", "multi_unit_call") if not hasattr(model, a)]
+        missing = [a for a in ("grid", "reduction", "call_in_units") if not hasattr(model, a)]
         if missing or not isinstance(model, torch.nn.Module):
             raise TypeError(
                 f"model {i} is a {type(model).__name__}, not a Reverter (missing {missing or 'nn.Module'}); "
@@ -159,25 +161,12 @@ def prepare_inputs(cube: xr.DataArray, models: list, in_units=None, out_unit=Non
     return PreparedInputs(in_space=in_space, in_unit=in_unit, units=std.attrs["units"], pvs=pvs)
 
 
-def _optimizer():
-    """``iris_nb.model.optimize_for_inference`` when this build has it, else ``None``."""
-    try:
-        from .model import optimize_for_inference
-    except ImportError:
-        try:
-            from .model.optimize import optimize_for_inference
-        except ImportError:
-            return None
-    return optimize_for_inference
-
-
 def _runner(model, device: torch.device):
     """An eval-mode module on ``device`` and a function restoring ``model`` afterwards."""
-    optimize = _optimizer()
     fast = None
-    if optimize is not None and not getattr(model, "inference_only", False):
+    if not getattr(model, "inference_only", False):
         try:
-            fast = optimize(model)  # a faster eval-only copy; the user's model is untouched
+            fast = optimize_for_inference(model)  # a faster eval-only copy; the user's model is untouched
         except (TypeError, ValueError, RuntimeError):
             fast = None
     if fast is not None:
@@ -211,7 +200,7 @@ def _run(model, pv: np.ndarray, in_unit, in_space: str, out_unit, batch_size: in
             for start in range(0, pv.shape[0], batch_size):
                 batch = torch.from_numpy(np.ascontiguousarray(pv[start:start + batch_size]))
                 batch = batch.to(device=device, dtype=dtype)[:, None]
-                result = runner.multi_unit_call(batch, in_unit, out_unit, in_space=in_space, reduce=False)
+                result = runner.call_in_units(batch, in_unit, out_unit, in_space=in_space, reduce=False)
                 out[start:start + batch_size] = result.float().cpu().numpy()
     finally:
         restore()
@@ -233,7 +222,8 @@ def _with_consistency(density, output, model, prepared, out_unit, shape, dims, c
     observed_np = (observed[:, 0].numpy() * back).reshape(pv_da.shape)
     model_np = (model_pv[:, 0].numpy() * back).reshape(pv_da.shape)
     attrs = dict(density.attrs)
-    attrs["forward_model"] = ("TopDownObserver (vrho: exact for one velocity per pixel)" if model.input_space == "vrho"
+    exact = model.input_space == "v_density"
+    attrs["forward_model"] = ("TopDownObserver (v_density: exact for one velocity per pixel)" if exact
                               else "TopDownObserver optically thin surrogate (scale fitted or learned)")
     return xr.Dataset(
         {
@@ -281,7 +271,7 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
     device:
         Torch device; default cuda if available, else mps, else cpu.
     column_consistent:
-        For velocity-resolved column models (input space ``"vrho"``): rescale each longitude's
+        For velocity-resolved column models (input space ``"v_density"``): rescale each longitude's
         reverted column to the PV image's velocity integral (the observed H2 column, exact for
         such data; :func:`~iris_nb.model.consistency.column_consistent`).  Refused for
         brightness models.
@@ -305,10 +295,10 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
     ensemble, outside the union of its members' ranges); nothing for models without
     ``input_statistics``.  ``cube.iris.diagnose(model)`` shows the whole comparison.
     """
-    models, ensemble = _check_models(model_or_models)
+    models, ensemble = check_models(model_or_models)
     grid = models[0].grid
-    if column_consistent and any(getattr(m, "input_space", None) != "vrho" for m in models):
-        raise ValueError("column_consistent=True needs velocity-resolved column models (input_space='vrho'); "
+    if column_consistent and any(getattr(m, "input_space", None) != "v_density" for m in models):
+        raise ValueError("column_consistent=True needs velocity-resolved column models (input_space='v_density'); "
                          "a brightness PV does not give the H2 column without the excitation")
     out_unit = parse_unit(units, "output density units")
     density_scale(out_unit, "kg / m3")  # raises if not a (number) density
@@ -343,7 +333,7 @@ def revert(cube: xr.DataArray, model_or_models, units="Msun/pc3", in_units=None,
         "observer_distance": grid.observer_distance,
         "grid_json": json.dumps(grid.to_dict()),
         "reduction": ",".join(sorted({m.reduction for m in models})),
-        "iris_nb_version": _package_version(),
+        "iris_nb_version": __version__,
         "input_source": _source(cube.attrs),
         "input_units": prepared.units,
         "all_nan_fraction": float(pv.attrs.get("all_nan_fraction", 0.0)),

@@ -27,6 +27,8 @@ import astropy.units as u
 __all__ = [
     "SI_UNITS",
     "DEFAULT_MODEL_UNITS",
+    "INPUT_SPACES",
+    "input_space_name",
     "H2_MASS",
     "parse_unit",
     "h2_number_density",
@@ -60,6 +62,12 @@ _NICE_UNITS = {
     "density": ["solMass / pc3", "g / cm3", "kg / m3"],
 }
 
+INPUT_SPACES = ("temperature", "intensity", "v_density")
+"""What a network can take as input: the names of the first three spaces above."""
+
+_OLD_INPUT_SPACES = {"T": "temperature", "I": "intensity", "vrho": "v_density"}
+# The old short codes, still found in model files, store attrs and run configs written before the rename.
+
 H2_MASS = 2.01588 * u.u
 """Mass of one H2 molecule."""
 
@@ -79,6 +87,21 @@ def parse_unit(value, what: str = "value") -> u.UnitBase:
         return u.Unit(str(value).replace("Msun", "solMass"), parse_strict="raise")
     except (ValueError, TypeError) as err:
         raise ValueError(f"{what} has units {value!r} that astropy cannot parse ({err})") from None
+
+
+def input_space_name(value, what: str = "input_space") -> str:
+    """The canonical name of an input space: ``"temperature"``, ``"intensity"`` or ``"v_density"``.
+
+    The old codes ``"T"``, ``"I"`` and ``"vrho"`` (in model files, store attrs and run
+    configs written before the rename) are accepted and translated.
+    """
+    name = _OLD_INPUT_SPACES.get(value, value) if isinstance(value, str) else value
+    if name not in INPUT_SPACES:
+        raise ValueError(
+            f"{what} must be one of {list(INPUT_SPACES)} (brightness temperature, specific intensity, "
+            f"velocity-resolved column density), got {value!r}"
+        )
+    return name
 
 
 def h2_number_density() -> list:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from iris_nb.data.fields import GasModelDataset
+from iris_nb.data.field_datasets import GasModelDataset
 from iris_nb.grids import get_grid
 from iris_nb.model import Reverter
 from iris_nb.sim import LineObserver, Noise

@@ -6,29 +6,10 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from cubes import make_cube
 from iris_nb.cube import LineMismatchWarning, reduce_cube, standardize_cube
 from iris_nb.grids import SMALL
 from iris_nb.units import brightness_scale
-
-
-def make_cube(data=None, lon=None, lat=None, velocity=None, units="K", shape=(16, 8, 12), seed=0):
-    """A (lon, lat, velocity) cube with deg, deg, km/s coordinates."""
-    rng = np.random.default_rng(seed)
-    lon = np.linspace(-1.4, 1.4, shape[0]) if lon is None else lon
-    lat = np.linspace(-0.3, 0.3, shape[1]) if lat is None else lat
-    velocity = np.linspace(-150, 150, shape[2]) if velocity is None else velocity
-    if data is None:
-        data = rng.random((lon.size, lat.size, velocity.size)).astype(np.float32)
-    return xr.DataArray(
-        data,
-        dims=("lon", "lat", "velocity"),
-        coords={
-            "lon": ("lon", lon, {"units": "deg"}),
-            "lat": ("lat", lat, {"units": "deg"}),
-            "velocity": ("velocity", velocity, {"units": "km/s"}),
-        },
-        attrs={"units": units},
-    )
 
 
 # ------------------------------------------------------------------ standardisation

@@ -13,7 +13,7 @@ from toy_stores import G64
 
 import iris_nb
 from iris_nb.cube import reduce_cube
-from iris_nb.data.fields import GasModelDataset, observed_pairs
+from iris_nb.data.field_datasets import GasModelDataset, observed_pairs
 from iris_nb.diagnose import OutOfDistributionWarning, diagnose
 from iris_nb.model import InputStatistics, Reverter, pv_statistics
 from iris_nb.model.input_statistics import STATISTICS

@@ -9,6 +9,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import xarray as xr  # noqa: E402
 
+from cubes import make_cube  # noqa: E402
 from iris_nb import plot  # noqa: E402
 from iris_nb.grids import SMALL, galactocentric_xy  # noqa: E402
 from iris_nb.plot import orbits  # noqa: E402
@@ -51,21 +52,6 @@ def make_td(observer_distance=None):
     if observer_distance is not None:
         td.attrs["observer_distance"] = observer_distance
     return td
-
-
-def make_cube(values=None, velocity=None, velocity_units="km/s", units="K"):
-    lon, lat = GRID.lon.centers(), GRID.lat.centers()
-    velocity = GRID.velocity.centers() if velocity is None else np.asarray(velocity, dtype=float)
-    if values is None:
-        values = np.ones((lon.size, lat.size, velocity.size))
-    scale = 1000.0 if velocity_units == "m/s" else 1.0
-    return xr.DataArray(
-        values,
-        dims=("lon", "lat", "velocity"),
-        coords={"lon": ("lon", lon, {"units": "deg"}), "lat": ("lat", lat, {"units": "deg"}),
-                "velocity": ("velocity", velocity * scale, {"units": velocity_units})},
-        attrs={"units": units},
-    )
 
 
 def orbit_lines(ax, name):
@@ -335,21 +321,21 @@ def test_integrated_intensity_of_known_cubes():
     # a Gaussian line: integral A sigma sqrt(2 pi), whatever the channel order and unit
     amplitude, centre, sigma = 3.0, 20.0, 15.0
     values = amplitude * np.exp(-0.5 * ((velocity - centre) / sigma) ** 2)
-    cube = make_cube(np.broadcast_to(values, (GRID.lon.steps, GRID.lat.steps, velocity.size)).copy())
+    cube = make_cube(np.broadcast_to(values, (GRID.lon.steps, GRID.lat.steps, velocity.size)).copy(), grid=GRID)
     moment = integrated_intensity(cube)
     assert moment.dims == ("lat", "lon") and moment.attrs["units"] == "K km/s"
     np.testing.assert_allclose(moment, amplitude * sigma * np.sqrt(2 * np.pi), rtol=1e-6)
-    flipped = make_cube(cube.values[..., ::-1], velocity=velocity[::-1], velocity_units="m/s")
+    flipped = make_cube(cube.values[..., ::-1], velocity=velocity[::-1], velocity_units="m/s", grid=GRID)
     np.testing.assert_allclose(integrated_intensity(flipped), moment)
     # a flat 1 K spectrum over a window that cuts channels: the window's width exactly
-    ones = make_cube()
+    ones = make_cube(1.0, grid=GRID)
     np.testing.assert_allclose(integrated_intensity(ones, velocity_range=(-10.3, 20.7)), 31.0)
     np.testing.assert_allclose(integrated_intensity(ones), velocity.size * dv)
     # NaN channels are left out; a sightline without data stays NaN
     holes = np.ones(ones.shape)
     holes[3, 2, :10] = np.nan
     holes[4, 5, :] = np.nan
-    moment = integrated_intensity(make_cube(holes))
+    moment = integrated_intensity(make_cube(holes, grid=GRID))
     assert moment[2, 3] == pytest.approx((velocity.size - 10) * dv) and np.isnan(moment[5, 4])
     assert np.isfinite(moment).sum() == moment.size - 1
 
@@ -359,7 +345,7 @@ def test_lb_map_draws_the_moment_with_labels_and_orbits(tmp_path):
     lon = GRID.lon.centers()
     values = np.zeros((GRID.lon.steps, GRID.lat.steps, velocity.size))
     values[40, 3, :] = 2.0  # one bright sightline
-    cube = make_cube(values).isel(lon=slice(None, None, -1))  # FITS-like descending longitude
+    cube = make_cube(values, grid=GRID).isel(lon=slice(None, None, -1))  # FITS-like descending longitude
     ax = plot.lb_map(cube, orbits="all", landmarks=True, title="CMZ")
     mesh = ax.collections[0]
     drawn = mesh.get_array()  # (lat, lon), lon ascending
@@ -376,13 +362,13 @@ def test_lb_map_draws_the_moment_with_labels_and_orbits(tmp_path):
     assert any(c.get_gid() == "landmarks" for c in ax.collections)
     ax.figure.savefig(tmp_path / "lb.png", dpi=60)
     assert (tmp_path / "lb.png").stat().st_size > 3_000
-    ax = plot.lb_map(make_cube(), velocity_range=(-50, 50), colorbar=False)
+    ax = plot.lb_map(make_cube(1.0, grid=GRID), velocity_range=(-50, 50), colorbar=False)
     np.testing.assert_allclose(ax.collections[0].get_array(), 100.0)
     assert any("v_LSR -50 to 50 km/s" in t.get_text() for t in ax.texts)
 
 
 def test_lb_map_bad_input_says_what_to_do():
-    cube = make_cube()
+    cube = make_cube(1.0, grid=GRID)
     figures = plt.get_fignums()
     with pytest.raises(ValueError, match="no 'velocity' axis to integrate over"):
         plot.lb_map(cube.isel(velocity=0, drop=True))

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
+from cubes import make_cube
 from iris_nb.grids import SMALL, Axis
 from iris_nb.regrid import axis_edges, overlap_matrix, regrid_axis, regrid_cube
 
@@ -16,19 +17,6 @@ GRID = SMALL.replace(
 def centres(start, stop, n):
     step = (stop - start) / n
     return start + (np.arange(n) + 0.5) * step
-
-
-def make_cube(data, lon, lat, velocity, units="K"):
-    return xr.DataArray(
-        data,
-        dims=("lon", "lat", "velocity"),
-        coords={
-            "lon": ("lon", lon, {"units": "deg"}),
-            "lat": ("lat", lat, {"units": "deg"}),
-            "velocity": ("velocity", velocity, {"units": "km/s"}),
-        },
-        attrs={"units": units},
-    )
 
 
 def grid_cube(n_lon=12, n_lat=6, n_v=16, window=(-1.5, 1.5, -0.375, 0.375, -200.0, 200.0), seed=0):

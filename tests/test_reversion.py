@@ -8,6 +8,7 @@ import pytest
 import torch
 import xarray as xr
 
+from cubes import make_cube
 from iris_nb.cube import LineMismatchWarning, reduce_cube
 from iris_nb.grids import SMALL, Axis
 from iris_nb.model import Reverter
@@ -28,31 +29,23 @@ def others():
     return [Reverter(grid=SMALL), Reverter(grid=SMALL, reduction="max")]
 
 
-def make_cube(lon, lat, velocity, units="K", seed=0):
+def blob_cube(lon, lat, velocity, seed=0):
+    """A cube with one emission blob whose velocity follows longitude, plus weak noise, K."""
     rng = np.random.default_rng(seed)
     lon_c, lat_c = np.meshgrid(lon, lat, indexing="ij")
     blob = np.exp(-((lon_c - 0.3) ** 2 / 0.2 + lat_c**2 / 0.02))[..., None]
     line = np.exp(-0.5 * ((velocity - 40.0 * lon_c[..., None]) / 20.0) ** 2)
     data = 5.0 * blob * line + 0.3 * rng.random((lon.size, lat.size, velocity.size))
-    return xr.DataArray(
-        data.astype(np.float32),
-        dims=("lon", "lat", "velocity"),
-        coords={
-            "lon": ("lon", lon, {"units": "deg"}),
-            "lat": ("lat", lat, {"units": "deg"}),
-            "velocity": ("velocity", velocity, {"units": "km/s"}),
-        },
-        attrs={"units": units, "source": "synthetic test cube"},
-    )
+    return make_cube(data.astype(np.float32), lon, lat, velocity, attrs={"source": "synthetic test cube"})
 
 
 def on_grid(seed=0, grid=SMALL):
-    return make_cube(grid.lon.centers(), grid.lat.centers(), grid.velocity.centers(), seed=seed)
+    return blob_cube(grid.lon.centers(), grid.lat.centers(), grid.velocity.centers(), seed=seed)
 
 
 def off_grid(seed=0):
     """A cube on its own (finer, non-aligned) pixels over a larger window."""
-    return make_cube(np.linspace(-1.6, 1.6, 150), np.linspace(-0.4, 0.4, 40), np.linspace(-205, 205, 170), seed=seed)
+    return blob_cube(np.linspace(-1.6, 1.6, 150), np.linspace(-0.4, 0.4, 40), np.linspace(-205, 205, 170), seed=seed)
 
 
 def close(a, b):
@@ -238,8 +231,8 @@ def test_bad_cubes_and_models(model):
         revert(on_grid().isel(velocity=slice(0, 100)), model)
     with pytest.raises(TypeError, match="not a Reverter"):
         revert(on_grid(), "model.pt")
-    vrho = Reverter(grid=SMALL, input_space="vrho")
-    with pytest.raises(ValueError, match="trained on 'vrho'"):
+    vrho = Reverter(grid=SMALL, input_space="v_density")
+    with pytest.raises(ValueError, match="trained on 'v_density'"):
         revert(on_grid(), vrho)
 
 

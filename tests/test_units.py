@@ -62,3 +62,11 @@ def test_model_unit_factors_round_trip(space):
 
 def test_msun_alias_is_accepted():
     assert units.parse_unit("Msun/pc3") == u.solMass / u.pc**3
+
+
+def test_input_space_names_and_the_old_codes():
+    assert all(units.input_space_name(name) == name for name in units.INPUT_SPACES)
+    assert [units.input_space_name(code) for code in ("T", "I", "vrho")] == list(units.INPUT_SPACES)
+    assert set(units.INPUT_SPACES) <= set(units.SI_UNITS)
+    with pytest.raises(ValueError, match=r"in_space must be one of \['temperature', 'intensity', 'v_density'\].*'K'"):
+        units.input_space_name("K", "in_space")

@@ -9,7 +9,7 @@
 """
 
 from .datasets import ConcatDataset, PreObservedDataset
-from .fields import GasModelDataset
+from .field_datasets import GasModelDataset
 from .reference import convert_iris_dataset, read_iris_dataset
 from .samplers import ChunkShuffleSampler
 from .stream import FieldStream, ReplaySampler

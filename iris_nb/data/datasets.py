@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from ..units import density_scale, parse_unit
-from .layout import _open_group, info_from_group
+from .layout import info_from_group, open_group
 from .samplers import ChunkShuffleSampler
 
 __all__ = ["PreObservedDataset", "ConcatDataset", "ChunkShuffleSampler", "split_indices",
@@ -90,7 +90,7 @@ def split_indices(n: int, done: np.ndarray, split: str, validation_fraction: flo
     return chosen.astype(np.int64)
 
 
-def _unit_factors(store_units: dict, units) -> tuple[dict, float, float]:
+def pair_unit_factors(store_units: dict, units) -> tuple[dict, float, float]:
     wanted = dict(store_units)
     if units is not None:
         if not isinstance(units, dict):
@@ -140,7 +140,7 @@ class PreObservedDataset(torch.utils.data.Dataset):
                  seed: int = 0, units: dict | None = None, in_memory: bool = False, cache_chunks: int = 4,
                  velocity: bool = False):
         self.path = Path(path)
-        group = _open_group(self.path)
+        group = open_group(self.path)
         self.info = info_from_group(group, self.path)
         self.split = split
         self.grid = self.info.grid
@@ -149,7 +149,7 @@ class PreObservedDataset(torch.utils.data.Dataset):
         self.chunk_size = self.info.chunk_size
         self.indices = split_indices(self.info.n_samples, self.info.done_samples(), split,
                                      validation_fraction, test_fraction, seed, where=repr(str(self.path)))
-        self.units, self._obs_scale, self._target_scale = _unit_factors(self.info.units, units)
+        self.units, self._obs_scale, self._target_scale = pair_unit_factors(self.info.units, units)
         if velocity and not self.info.velocity:
             raise ValueError(f"store {str(self.path)!r} holds no velocity maps; write it with "
                              "write_dataset(..., velocity=True) to train two-output models on it")
@@ -170,7 +170,7 @@ class PreObservedDataset(torch.utils.data.Dataset):
 
     def _open(self):
         if self._arrays is None or self._pid != os.getpid():
-            group = _open_group(self.path)
+            group = open_group(self.path)
             self._arrays = (group["observation"], group["target"]) + (
                 (group["target_velocity"],) if self.velocity else ())
             self._pid = os.getpid()
@@ -240,7 +240,7 @@ class PreObservedDataset(torch.utils.data.Dataset):
     def with_units(self, units: dict) -> "PreObservedDataset":
         """The same split, with items converted to ``units`` (a shallow copy)."""
         other = copy.copy(self)
-        other.units, other._obs_scale, other._target_scale = _unit_factors(self.info.units, units)
+        other.units, other._obs_scale, other._target_scale = pair_unit_factors(self.info.units, units)
         other._cache = OrderedDict()
         return other
 

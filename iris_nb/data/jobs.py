@@ -11,17 +11,21 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import pickle
 import re
+import sys
 
 import numpy as np
 import torch
 
+from .._progress import progress_bar
 from ..grids import Grid
 from ..sim.augment import augmentation_seed
 from ..sim.cmz_model import CMZModel
 from ..sim.columnize import columnize_tensors, columnize_velocity_tensors
 from ..sim.fields import field_tensors, validate_field
+from ..units import input_space_name
 from .layout import parameter_variable, write_chunk
 
 __all__ = ["JobConfig", "compute_chunk", "run_jobs", "describe_observer", "model_name",
@@ -69,8 +73,10 @@ def describe_observer(observer) -> dict:
         settings = settings()
     if not isinstance(settings, dict):
         settings = observer.extra_repr() if hasattr(observer, "extra_repr") else ""
+    space = str(getattr(observer, "input_space", "") or "")
     description = {"class": f"{cls.__module__}.{cls.__qualname__}", "units": str(observer.units),
-                   "input_space": str(getattr(observer, "input_space", "")), "settings": settings}
+                   "input_space": input_space_name(space, "the observer's input_space") if space else "",
+                   "settings": settings}
     return json.loads(json.dumps(description, sort_keys=True, default=str))
 
 
@@ -258,7 +264,32 @@ def _chunk_from_payload(payload: bytes, chunk: int) -> dict:
     return compute_chunk(config, chunk)
 
 
+@contextlib.contextmanager
+def _spawnable_main():
+    """Let spawned workers start when ``__main__`` is no file they can re-run (``python - < script``).
+
+    A spawned child re-runs the parent's ``__main__.__file__``; for a script piped on stdin that is
+    ``<stdin>``, which does not exist, and every worker dies.  The jobs travel by value
+    (cloudpickle), so the children do not need ``__main__``: hide the name while they start.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if path is None or os.path.isfile(path):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
+
+
 def _run_pool(config, pending, workers, finish) -> None:
+    with _spawnable_main():
+        _run_pool_spawned(config, pending, workers, finish)
+
+
+def _run_pool_spawned(config, pending, workers, finish) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
@@ -323,10 +354,7 @@ def _run_dask(config, pending, client, finish) -> None:
 def run_jobs(group, config: JobConfig, pending: list, *, workers: int, client=None, progress: bool = True,
              already_done: int = 0) -> None:
     """Compute the ``pending`` chunks and write each to ``group`` as it finishes."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=config.n, initial=already_done, disable=not progress, unit="sample",
-               desc="write_dataset")
+    bar = progress_bar(config.n, "write_dataset", unit="sample", initial=already_done, disable=not progress)
 
     def finish(chunk: int, result: dict) -> None:
         write_chunk(group, chunk, config.chunk_size, result, config.parameters)

@@ -37,6 +37,7 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from ..grids import Grid
+from ..units import input_space_name
 
 __all__ = ["STORE_FORMAT", "StoreInfo", "store_info", "open_store", "is_store"]
 
@@ -167,7 +168,7 @@ def is_store(path) -> bool:
     return "iris_nb_store" in attrs
 
 
-def _open_group(path, mode: str = "r"):
+def open_group(path, mode: str = "r"):
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no dataset store at {str(path)!r}; write one with "
@@ -194,15 +195,24 @@ def info_from_group(group, path) -> StoreInfo:
         compression=attrs.get("compression"),
         reduction=str(attrs["reduction"]),
         units={"observation": str(attrs["observation_units"]), "target": str(attrs["target_units"])},
-        observer=json.loads(attrs["observer"]), seed=int(attrs["seed"]), model=str(attrs["model"]),
+        observer=_observer_description(attrs["observer"]), seed=int(attrs["seed"]), model=str(attrs["model"]),
         model_kwargs=json.loads(attrs["model_kwargs"]), parameters=list(attrs["parameters"]),
         attrs=attrs, augment=json.loads(attrs["augment"]) if "augment" in attrs else None,
         velocity=bool(attrs.get("velocity_target", 0)))
 
 
+def _observer_description(text: str) -> dict:
+    """The store's observer description, its input space under its current name (stores written
+    before the rename say ``"T"``, ``"I"`` or ``"vrho"``)."""
+    observer = json.loads(text)
+    if isinstance(observer, dict) and observer.get("input_space"):
+        observer["input_space"] = input_space_name(observer["input_space"], "the store's observer input_space")
+    return observer
+
+
 def store_info(path) -> StoreInfo:
     """Describe the store at ``path`` (metadata and the ``done`` record only)."""
-    return info_from_group(_open_group(path), path)
+    return info_from_group(open_group(path), path)
 
 
 def open_store(path, done_only: bool = True):

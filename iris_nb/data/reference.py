@@ -72,7 +72,6 @@ does about them, so that items read as iris_nb would have observed the same gas:
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from pathlib import Path
@@ -80,121 +79,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..grids import SEDIGISM, Axis, Grid
+from ..grids import Grid
 from ..units import per_si
-from .datasets import _unit_factors
+from .datasets import pair_unit_factors
 from .layout import TARGET_UNITS, write_chunk
+from .reference_hyper import grid_from_hyper, h2_mass_fraction, iris_to_si, load_json, resample_to_pixel_centres
 
 __all__ = ["read_iris_dataset", "convert_iris_dataset", "IrisReferenceDataset"]
 
 OBSERVABLE_UNITS = {"brightness": "K", "column": "solMass s / (km pc2)"}
 SAMPLINGS = ("resample", "exact", "relabel")
-REFERENCE_MOLAR_MASSES = {"mw_H2": 2.01568, "mw_H": 1.00784, "mw_He": 4.002602, "abundance_He": 0.1}
-"""Defaults of the reference's ``ObserverHyper`` (g/mol; He nuclei per H nucleus)."""
-
-
-def _load_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise ValueError(f"{str(path.parent)!r} is not a reference IRIS dataset: {path.name} is missing "
-                         f"({what}); give the folder that holds hyper.json and attributes.json")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"{str(path)!r} is not valid JSON ({err})") from None
-
-
-def _need(section: dict, group: str, key: str):
-    value = section.get(key)
-    if value is None:
-        raise ValueError(f"hyper.json has no {group}.{key}; the reference dataset is incomplete "
-                         "(or was never unit-normalised); pass grid= or fix hyper.json")
-    return value
-
-
-def _sampled_axis(low: float, high: float, steps: int, sampling: str, keep: tuple[int, int] | None = None,
-                  negate: bool = False) -> Axis:
-    """The iris_nb axis of samples ``keep[0]:keep[1]`` of ``linspace(low, high, steps)``."""
-    first, last = keep if keep is not None else (0, steps)
-    n = last - first
-    if sampling == "relabel" or steps < 2:
-        width = (high - low) / steps
-        axis = Axis(low + first * width, high - (steps - last) * width, n)
-    else:
-        spacing = (high - low) / (steps - 1)
-        a, b = low + first * spacing, high - (steps - last) * spacing  # first and last kept sample
-        if sampling == "exact" or n < 2:
-            axis = Axis(a - 0.5 * spacing, b + 0.5 * spacing, n)
-        else:
-            axis = Axis(a, b, n)
-    return Axis(-axis.stop, -axis.start, axis.steps) if negate else axis
-
-
-def _grid_from_hyper(hyper: dict, flip_velocity: bool, mirror_lon: bool, sampling: str) -> Grid:
-    coords, cube = hyper.get("coordinate_hyper", {}), hyper.get("cube_hyper", {})
-
-    def axis(section: dict, group: str, name: str, **kwargs) -> Axis:
-        return _sampled_axis(float(_need(section, group, f"{name}_min")), float(_need(section, group, f"{name}_max")),
-                             int(_need(section, group, f"{name}_steps")), sampling, **kwargs)
-
-    r_steps = int(_need(coords, "coordinate_hyper", "r_steps"))
-    keep = (int(coords.get("r_crop_min_index") or 0), int(coords.get("r_crop_max_index") or r_steps))
-    beam = hyper.get("observer_hyper", {}).get("out_blur_fwhm")
-    return SEDIGISM.replace(
-        distance=axis(coords, "coordinate_hyper", "r", keep=keep),
-        lon=axis(coords, "coordinate_hyper", "lon", negate=mirror_lon), lat=axis(coords, "coordinate_hyper", "lat"),
-        velocity=axis(cube, "cube_hyper", "v", negate=flip_velocity),
-        observer_distance=float(coords.get("observer_radius") or SEDIGISM.observer_distance),
-        beam_fwhm=float(beam) if beam else 0.0, name="IRIS reference")
-
-
-@functools.lru_cache(maxsize=16)
-def _resample_weights(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lower sample index and upper weight taking ``n`` linspace samples to ``n`` pixel centres."""
-    position = (np.arange(n) + 0.5) * (n - 1) / n  # pixel centre k in units of the sample spacing
-    low = np.clip(np.floor(position), 0, max(n - 2, 0)).astype(np.int64)
-    return low, (position - low).astype(np.float32)
-
-
-def _resample(array: np.ndarray, axis: int) -> np.ndarray:
-    """Linear interpolation along ``axis`` from samples at ``linspace(a, b, n)`` to the pixel
-    centres of the window ``[a, b]`` cut into ``n`` pixels (same shape)."""
-    n = array.shape[axis]
-    if n < 2:
-        return array
-    low, weight = _resample_weights(n)
-    shape = [1] * array.ndim
-    shape[axis] = n
-    weight = weight.reshape(shape)
-    high = np.take(array, np.minimum(low + 1, n - 1), axis=axis)
-    return np.take(array, low, axis=axis) * (1.0 - weight) + high * weight
-
-
-def _h2_mass_fraction(hyper: dict) -> float:
-    """H2 mass over total gas mass of every cell of a reference dataset, or a clear error."""
-    dataset = hyper.get("dataset_hyper", {})
-    if dataset.get("use_AREPO_abundances", True) is not False:
-        raise ValueError("this reference dataset's observations bin total gas, and its H2 abundances came cell by "
-                         "cell from the AREPO snapshots (dataset_hyper.use_AREPO_abundances is true or missing "
-                         "in hyper.json), so no single factor turns them into H2; read it with gas=None (total "
-                         "gas; pair it with SimpleObserver(grid, gas='total') data) or observe the snapshots "
-                         "again with iris_nb (from_arepo and SimpleObserver(grid, gas='h2'))")
-    observer = hyper.get("observer_hyper", {})
-    mw = {key: float(observer[key]) if observer.get(key) is not None else default
-          for key, default in REFERENCE_MOLAR_MASSES.items()}
-    return 0.5 * mw["mw_H2"] / (mw["mw_H"] + mw["abundance_He"] * mw["mw_He"])
-
-
-def _iris_to_si(hyper: dict, observable: str) -> tuple[float, float]:
-    """SI value per IRIS value of the observation and of the target."""
-    units = hyper.get("dataset_hyper", {})
-    mass = float(_need(units, "dataset_hyper", "_mass_iris_per_SI"))
-    length = float(_need(units, "dataset_hyper", "_length_iris_per_SI"))
-    density = mass / length**3
-    if observable == "brightness":
-        observation = 1.0 / float(_need(units, "dataset_hyper", "_temperature_iris_per_SI"))
-    else:
-        observation = 1.0 / (density * float(_need(units, "dataset_hyper", "_time_iris_per_SI")))
-    return observation, 1.0 / density
 
 
 def _index_files(root: Path, attributes: dict) -> list[tuple[Path, Path]]:
@@ -240,8 +134,8 @@ class IrisReferenceDataset(torch.utils.data.Dataset):
         self.path = Path(path)
         if not self.path.is_dir():
             raise ValueError(f"{str(self.path)!r} is not a folder; give a reference IRIS dataset folder")
-        self.hyper = _load_json(self.path / "hyper.json", "the hyperparameters")
-        attributes = _load_json(self.path / "attributes.json", "the list of pairs")
+        self.hyper = load_json(self.path / "hyper.json", "the hyperparameters")
+        attributes = load_json(self.path / "attributes.json", "the list of pairs")
         if observable == "auto":
             normalised = self.hyper.get("dataset_hyper", {}).get("_v_density_iris_per_processing")
             observable = "column" if normalised is not None else "brightness"
@@ -256,20 +150,20 @@ class IrisReferenceDataset(torch.utils.data.Dataset):
         self.mirror_lon = bool(mirror_lon)
         self.sampling = sampling
         self.gas, gas_factor = self._gas(gas)
-        self.grid = grid if grid is not None else _grid_from_hyper(self.hyper, self.flip_velocity,
+        self.grid = grid if grid is not None else grid_from_hyper(self.hyper, self.flip_velocity,
                                                                      self.mirror_lon, sampling)
         if not isinstance(self.grid, Grid):
             raise TypeError(f"grid must be an iris_nb.grids.Grid, got {type(self.grid).__name__}")
         self.reduction = str(self.hyper.get("cube_hyper", {}).get("reduction") or "mean")
         self.files = _index_files(self.path, attributes)
-        obs_si, target_si = _iris_to_si(self.hyper, observable)
+        obs_si, target_si = iris_to_si(self.hyper, observable)
         space = "temperature" if observable == "brightness" else "v_density"
         self._base_units = {"observation": OBSERVABLE_UNITS[observable], "target": TARGET_UNITS}
         self._obs_from_iris = obs_si * per_si(self._base_units["observation"], space) * gas_factor
         self._target_from_iris = target_si * per_si(TARGET_UNITS, "density")
-        self.units, self._obs_scale, self._target_scale = _unit_factors(self._base_units, units)
+        self.units, self._obs_scale, self._target_scale = pair_unit_factors(self._base_units, units)
         self.observer = {"class": "IRIS reference", "units": self._base_units["observation"],
-                         "input_space": "T" if observable == "brightness" else "vrho",
+                         "input_space": space,
                          "settings": self.settings}
 
     def _gas(self, gas) -> tuple[str | None, float]:
@@ -283,7 +177,7 @@ class IrisReferenceDataset(torch.utils.data.Dataset):
             raise ValueError(f"gas must be None or 'total' (keep the total gas the reference's simple observer "
                              f"bins) or 'h2' (convert to H2), got {gas!r}")
         if gas == "h2":
-            return "h2", _h2_mass_fraction(self.hyper)
+            return "h2", h2_mass_fraction(self.hyper)
         return "total", 1.0
 
     @property
@@ -315,8 +209,8 @@ class IrisReferenceDataset(torch.utils.data.Dataset):
         if self.flip_velocity:
             observation = observation[:, :, ::-1]
         if self.sampling == "resample":
-            observation = _resample(_resample(observation, 1), 2)
-            target = _resample(_resample(target, 1), 2)
+            observation = resample_to_pixel_centres(resample_to_pixel_centres(observation, 1), 2)
+            target = resample_to_pixel_centres(resample_to_pixel_centres(target, 1), 2)
         observation = torch.tensor(np.ascontiguousarray(observation), dtype=torch.float32)
         target = torch.tensor(np.ascontiguousarray(target), dtype=torch.float32)
         observation.mul_(self._obs_from_iris * self._obs_scale)
@@ -331,7 +225,7 @@ class IrisReferenceDataset(torch.utils.data.Dataset):
         """The same pairs converted to ``units`` (``{"observation": ..., "target": ...}``)."""
         other = object.__new__(type(self))
         other.__dict__.update(self.__dict__)
-        other.units, other._obs_scale, other._target_scale = _unit_factors(self._base_units, units)
+        other.units, other._obs_scale, other._target_scale = pair_unit_factors(self._base_units, units)
         return other
 
     def to_store(self, path, dtype: str = "float32", chunk_size: int | None = None, progress: bool = True,
@@ -341,11 +235,10 @@ class IrisReferenceDataset(torch.utils.data.Dataset):
         Resumable like :func:`~iris_nb.data.store.write_dataset`: calling it again on the
         same store continues.  Returns the store path.
         """
-        from tqdm.auto import tqdm
-
         from .. import __version__
+        from .._progress import progress_bar
         from .layout import info_from_group
-        from .store import prepare_store
+        from .store import prepare_store, store_lock
 
         if dtype not in ("float32", "float16"):
             raise ValueError(f"dtype {dtype!r} is not supported; use 'float32' or 'float16'")
@@ -358,22 +251,23 @@ class IrisReferenceDataset(torch.utils.data.Dataset):
                  "model_kwargs": json.dumps(settings, sort_keys=True),
                  "observer": json.dumps(self.observer, sort_keys=True), "iris_nb_version": __version__,
                  "source": f"converted from the reference IRIS dataset {settings['source']}"}
-        group = prepare_store(path, grid=self.grid, n=n, chunk_size=chunk_size, dtype=dtype,
-                              observation_units=self._base_units["observation"], wanted=wanted,
-                              attrs=attrs, parameters_fn=dict, compression=compression)
-        info = info_from_group(group, path)
-        with tqdm(total=n, initial=info.n_done, disable=not progress, unit="sample", desc="convert") as bar:
-            for chunk in np.flatnonzero(~info.done):
-                rows = info.chunk_samples(int(chunk))
-                pairs = [source[i] for i in rows]
-                observation = np.stack([p[0][0].numpy() for p in pairs])
-                target = np.stack([p[1][0].numpy() for p in pairs])
-                if dtype == "float16" and max(np.abs(observation).max(), np.abs(target).max()) > 65504:
-                    raise ValueError("values beyond the float16 range (65504); convert with dtype='float32'")
-                result = {"observation": observation, "target": target,
-                          "sample_seed": np.full(len(rows), -1, dtype=np.int64), "parameters": {}}
-                write_chunk(group, int(chunk), info.chunk_size, result, {})
-                bar.update(len(rows))
+        with store_lock(path):  # one writer per store at a time
+            group = prepare_store(path, grid=self.grid, n=n, chunk_size=chunk_size, dtype=dtype,
+                                  observation_units=self._base_units["observation"], wanted=wanted,
+                                  attrs=attrs, parameters_fn=dict, compression=compression)
+            info = info_from_group(group, path)
+            with progress_bar(n, "convert", unit="sample", initial=info.n_done, disable=not progress) as bar:
+                for chunk in np.flatnonzero(~info.done):
+                    rows = info.chunk_samples(int(chunk))
+                    pairs = [source[i] for i in rows]
+                    observation = np.stack([p[0][0].numpy() for p in pairs])
+                    target = np.stack([p[1][0].numpy() for p in pairs])
+                    if dtype == "float16" and max(np.abs(observation).max(), np.abs(target).max()) > 65504:
+                        raise ValueError("values beyond the float16 range (65504); convert with dtype='float32'")
+                    result = {"observation": observation, "target": target,
+                              "sample_seed": np.full(len(rows), -1, dtype=np.int64), "parameters": {}}
+                    write_chunk(group, int(chunk), info.chunk_size, result, {})
+                    bar.update(len(rows))
         return Path(path)
 
     def __repr__(self) -> str:

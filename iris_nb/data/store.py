@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
+from ..cube import REDUCTIONS
 from ..grids import Grid, get_grid
 from ..sim.augment import as_augmentation
 from ..sim.cmz import make_cmz
@@ -27,7 +30,7 @@ from .jobs import JobConfig, check_picklable, describe_observer, model_name, pro
 from .layout import (StoreInfo, auto_chunk_size, check_compression, create_store, info_from_group,
                      is_store, open_store, remove_partial_files, store_info)
 
-__all__ = ["sample_seed", "write_dataset", "open_store", "store_info", "StoreInfo", "is_store"]
+__all__ = ["sample_seed", "write_dataset", "open_store", "store_info", "StoreInfo", "is_store", "StoreBusyError"]
 
 _SEED_LIMIT = 2**63
 
@@ -66,7 +69,7 @@ def _check_arguments(n, seed, workers, dtype, reduction, chunk_size, model, obse
     if dtype not in ("float32", "float16"):
         raise ValueError(f"dtype {dtype!r} is not supported; use 'float32' or 'float16' "
                          "(half the disk, values must stay below 65504)")
-    if reduction not in ("mean", "max"):
+    if reduction not in REDUCTIONS:
         raise ValueError(f"reduction {reduction!r} is not known; use 'mean' or 'max' over latitude")
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer))
                                    or chunk_size < 1):
@@ -96,6 +99,50 @@ def _compare(existing: StoreInfo, wanted: dict, path) -> None:
         lines = "; ".join(f"{key}: store has {have[key]!r}, asked for {wanted[key]!r}" for key in diffs)
         raise ValueError(f"the store at {str(path)!r} was written with other arguments ({lines}); "
                          "pass the same arguments to continue it, or write to a new path")
+
+
+class StoreBusyError(RuntimeError):
+    """Another ``write_dataset`` call (this or another process) is writing the same store."""
+
+
+def lock_path(path) -> Path:
+    """The hidden lock file beside the store at ``path`` (``.<name>.lock``; kept, a few bytes)."""
+    path = Path(path)
+    return path.parent / f".{path.name}.lock"
+
+
+@contextmanager
+def store_lock(path):
+    """Hold the store at ``path`` for one writer: raise :class:`StoreBusyError` when another holds it.
+
+    An advisory ``flock`` on :func:`lock_path`: the operating system drops it when its process
+    ends (also when killed), so a crashed writer never leaves the store locked.  On systems
+    without ``fcntl`` (Windows) no lock is taken.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    where = lock_path(path)
+    where.parent.mkdir(parents=True, exist_ok=True)
+    with open(where, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "another process"
+            raise StoreBusyError(f"the store {str(path)!r} is being written by {owner}; wait for that "
+                                 "write_dataset call to finish (calling again then continues the store), or "
+                                 "write to another path") from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def prepare_store(path, *, grid: Grid, n: int, chunk_size, dtype: str, observation_units: str,
@@ -129,7 +176,8 @@ def prepare_store(path, *, grid: Grid, n: int, chunk_size, dtype: str, observati
 def _gas_engine(model, model_kwargs: dict, grid: Grid, device, workers, client, augment):
     """``(model, model_kwargs, engine)``: the batched torch gas model (``engine`` its device type)
     for a ``CMZModel`` or for ``make_cmz`` on a non-CPU device; else the model as given and None."""
-    from ..sim.cmz_model import CMZModel, resolve_device
+    from ..sim.cmz_model import CMZModel
+    from ..sim.engine import existing_device
 
     wants_device = device is not None and str(device) != "cpu"
     if not isinstance(model, CMZModel) and not (model is make_cmz and wants_device):
@@ -149,7 +197,7 @@ def _gas_engine(model, model_kwargs: dict, grid: Grid, device, workers, client, 
     if client is not None or (workers is not None and workers > 1):
         raise ValueError("the batched gas model draws and observes in this process on its device; drop "
                          "client= and workers= (or use model=make_cmz for CPU workers or a dask cluster)")
-    return model, dict(model.fixed), resolve_device(device).type
+    return model, dict(model.fixed), existing_device(device).type
 
 
 def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int = 0, workers: int | None = None,
@@ -261,23 +309,24 @@ def write_dataset(path, n: int, grid, model=make_cmz, observer=None, seed: int =
              "iris_nb_version": __version__,
              "sample_seeds": "sample i was made with iris_nb.data.store.sample_seed(seed, i)",
              "velocity_target": int(bool(velocity))}
-    group = prepare_store(path, grid=grid, n=int(n), chunk_size=chunk_size, dtype=dtype,
-                          observation_units=str(observer.units), wanted=wanted, attrs=attrs,
-                          compression=compression,
-                          parameters_fn=lambda: probe_parameters(model, grid, sample_seed(int(seed), 0),
-                                                                 model_kwargs, augment))
-    info = info_from_group(group, path)
-    config = JobConfig(grid=grid, model=model, model_kwargs=model_kwargs, observer=observer,
-                       reduction=reduction, dtype=dtype, seed=int(seed), n=info.n_samples,
-                       chunk_size=info.chunk_size, parameters=json.loads(info.attrs["parameter_keys"]),
-                       device=None if device is None else str(device), augment=augment, velocity=bool(velocity))
-    pending = [k for k in range(info.n_chunks) if not info.done[k]]
-    if engine is not None:
-        workers = 0  # the batched gas model draws on the device, in this process
-    elif workers is None:
-        workers = 0 if (config.device or "cpu").startswith("cuda") else min(os.cpu_count() or 1, len(pending))
-    run_jobs(group, config, pending, workers=workers, client=client, progress=progress,
-             already_done=info.n_done)
+    with store_lock(path):  # one writer per store at a time
+        group = prepare_store(path, grid=grid, n=int(n), chunk_size=chunk_size, dtype=dtype,
+                              observation_units=str(observer.units), wanted=wanted, attrs=attrs,
+                              compression=compression,
+                              parameters_fn=lambda: probe_parameters(model, grid, sample_seed(int(seed), 0),
+                                                                     model_kwargs, augment))
+        info = info_from_group(group, path)
+        config = JobConfig(grid=grid, model=model, model_kwargs=model_kwargs, observer=observer,
+                           reduction=reduction, dtype=dtype, seed=int(seed), n=info.n_samples,
+                           chunk_size=info.chunk_size, parameters=json.loads(info.attrs["parameter_keys"]),
+                           device=None if device is None else str(device), augment=augment, velocity=bool(velocity))
+        pending = [k for k in range(info.n_chunks) if not info.done[k]]
+        if engine is not None:
+            workers = 0  # the batched gas model draws on the device, in this process
+        elif workers is None:
+            workers = 0 if (config.device or "cpu").startswith("cuda") else min(os.cpu_count() or 1, len(pending))
+        run_jobs(group, config, pending, workers=workers, client=client, progress=progress,
+                 already_done=info.n_done)
     return Path(path)
 
 

@@ -39,7 +39,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from ..grids import Grid, get_grid
-from .fields import default_sample_seed
+from .store import sample_seed
 
 __all__ = ["FieldStream", "ReplaySampler"]
 
@@ -107,7 +107,7 @@ class FieldStream(Dataset):
 
     def sample_seed(self, field: int) -> int:
         """Gas seed of field id ``field``."""
-        return default_sample_seed(self.seed, int(field))
+        return sample_seed(self.seed, int(field))
 
     def draw(self, fields, device=None) -> dict:
         """The gas of the field ids ``fields`` (a batch of items) as ``(B, distance, lon, lat)`` tensors on ``device``."""

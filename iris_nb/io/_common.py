@@ -1,12 +1,13 @@
-"""Shared helpers of the cube readers: axis conventions, unit parsing, DataArray assembly.
+"""Shared helpers of the cube readers: unit parsing, spectral axes, DataArray assembly.
 
 Nothing here reads files; :mod:`iris_nb.io.fits`, :mod:`iris_nb.io.spectral`,
-:mod:`iris_nb.io.mosaic` and :mod:`iris_nb.io.healpix` build on these functions.
+:mod:`iris_nb.io.mosaic` and :mod:`iris_nb.io.healpix` build on these functions.  The cube
+conventions themselves (dims, longitude wrapping, line names, beam, rest frequency, axis
+order) live in :mod:`iris_nb.conventions`.
 """
 
 from __future__ import annotations
 
-import math
 import re
 
 import astropy.constants as const
@@ -14,27 +15,12 @@ import astropy.units as u
 import numpy as np
 import xarray as xr
 
+from ..conventions import COORD_UNITS, CUBE_DIMS
 from ..units import brightness_scale
 
 C_KMS = const.c.to_value(u.km / u.s)
-DIMS = ("lon", "lat", "velocity")
-COORD_UNITS = {"lon": "deg", "lat": "deg", "velocity": "km/s"}
 ALIGN_TOLERANCE = 0.01
 """Largest misalignment, in pixels, still treated as 'on the same pixel grid'."""
-
-
-def wrap_lon(lon):
-    """Galactic longitude wrapped to ``(-180, 180]`` deg; any shape, float64."""
-    lon = np.asarray(lon, dtype=float)
-    return 180.0 - np.mod(180.0 - lon, 360.0)
-
-
-def normalise_line(name) -> str | None:
-    """Comparable form of a line name: ``"13CO (2-1)"`` and ``"13co21"`` both give ``"13co21"``."""
-    if name is None:
-        return None
-    text = re.sub(r"[^0-9a-z]", "", str(name).lower())
-    return text or None
 
 
 def parse_brightness_unit(value, what: str) -> u.UnitBase:
@@ -86,40 +72,6 @@ def brightness_factor(unit, rest_frequency_ghz, beam_fwhm, what: str) -> float:
         raise ValueError(f"{what}: {err}") from None
 
 
-def beam_pair(beam_fwhm, what: str):
-    """``(major, minor)`` beam FWHM in arcsec from a number, a pair or ``None``."""
-    if beam_fwhm is None:
-        return None
-    if isinstance(beam_fwhm, u.Quantity):
-        beam_fwhm = beam_fwhm.to_value(u.arcsec)
-    values = np.atleast_1d(np.asarray(beam_fwhm, dtype=float)).ravel()
-    if values.size not in (1, 2) or not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise ValueError(
-            f"beam_fwhm for {what} must be a positive FWHM in arcsec or a (major, minor) pair, "
-            f"got {beam_fwhm!r}"
-        )
-    major = float(values.max())
-    minor = float(values.min())
-    return major, minor
-
-
-def rest_frequency_ghz(value, what: str):
-    """Validate a rest frequency given in GHz (number or Quantity); ``None`` passes through."""
-    if value is None:
-        return None
-    if isinstance(value, u.Quantity):
-        value = value.to_value(u.GHz, equivalencies=u.spectral())
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"rest_frequency for {what} must be a positive number in GHz, got {value}")
-    if value > 1e5:
-        raise ValueError(
-            f"rest_frequency={value:g} for {what} looks like Hz; give it in GHz "
-            f"(e.g. {value / 1e9:.7g})"
-        )
-    return value
-
-
 def check_dtype(dtype):
     """Numpy floating dtype from ``dtype``; ``TypeError`` for integer or other dtypes."""
     try:
@@ -135,7 +87,10 @@ def regular_step(values, name: str, what: str, rtol: float = 1e-3) -> float:
     """Step of an evenly spaced ascending coordinate; ``ValueError`` when it is not regular."""
     values = np.asarray(values, dtype=float)
     if values.size < 2:
-        raise ValueError(f"{what} has a single {name} pixel; cannot infer the {name} pixel size")
+        raise ValueError(
+            f"{what} has a single {name} pixel; cannot infer the {name} pixel size (a pixel grid "
+            f"needs at least two {name} pixels; in a mosaic the first tile sets the grid)"
+        )
     steps = np.diff(values)
     step = (values[-1] - values[0]) / (values.size - 1)
     if step <= 0 or np.max(np.abs(steps - step)) > rtol * abs(step):
@@ -186,18 +141,6 @@ def radio_velocity(axis: u.Quantity, ctype: str, rest_hz, what: str) -> np.ndarr
     return C_KMS * (1.0 - freq.to_value(u.Hz) / rest_hz)
 
 
-def ascending(values, name: str, what: str):
-    """``(values ascending, flipped?)``; ``ValueError`` when not strictly monotonic."""
-    values = np.asarray(values, dtype=float)
-    if values.size > 1:
-        steps = np.diff(values)
-        if np.all(steps < 0):
-            return values[::-1].copy(), True
-        if not np.all(steps > 0):
-            raise ValueError(f"{what} {name} axis is not monotonic; cannot order it")
-    return values, False
-
-
 def make_cube(data, lon, lat, velocity, attrs: dict, what: str) -> xr.DataArray:
     """Wrap ``data`` (lon, lat, velocity), K, into the package's cube DataArray.
 
@@ -208,25 +151,14 @@ def make_cube(data, lon, lat, velocity, attrs: dict, what: str) -> xr.DataArray:
         raise ValueError(f"cube {what} has no finite values (all NaN or blank); check the file and its mask")
     coords = {
         name: (name, np.asarray(values, dtype=float), {"units": COORD_UNITS[name]})
-        for name, values in zip(DIMS, (lon, lat, velocity))
+        for name, values in zip(CUBE_DIMS, (lon, lat, velocity))
     }
     coords["lon"][2]["long_name"] = "Galactic longitude"
     coords["lat"][2]["long_name"] = "Galactic latitude"
     coords["velocity"][2]["long_name"] = "LSR velocity (radio convention)"
     full = {"units": "K", "long_name": "brightness temperature"}
     full.update({k: v for k, v in attrs.items() if v is not None})
-    return xr.DataArray(data, dims=DIMS, coords=coords, attrs=full)
-
-
-def beam_attrs(beam) -> dict:
-    """``beam_fwhm`` (and ``beam_fwhm_minor`` when different) from a ``(major, minor)`` pair."""
-    if beam is None:
-        return {}
-    major, minor = beam
-    attrs = {"beam_fwhm": float(major)}
-    if not math.isclose(major, minor, rel_tol=1e-6):
-        attrs["beam_fwhm_minor"] = float(minor)
-    return attrs
+    return xr.DataArray(data, dims=CUBE_DIMS, coords=coords, attrs=full)
 
 
 def copy_into(target, block) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 import astropy.units as u
 import xarray as xr
 from astropy.io import fits
-from astropy.wcs import FITSFixedWarning
+from astropy.wcs import WCS, FITSFixedWarning
 
 from ._common import check_dtype, parse_brightness_unit
-from .spectral import CubeReader, _header_line
+from .spectral import CubeReader, header_line
 
 __all__ = ["open_cube", "read_fits_cube"]
 
@@ -79,8 +79,25 @@ def _check_header(header: fits.Header, name: str, units) -> None:
             f"{name} has an unknown spectral unit CUNIT{axis}={raw_unit!r} for a {code} axis; "
             f"expected a unit of {expected.physical_type} (e.g. {expected.to_string()})"
         )
+    _check_wcs(header, name, ctypes)
     if units is None:
         parse_brightness_unit(header.get("BUNIT"), name)
+
+
+def _check_wcs(header: fits.Header, name: str, ctypes) -> None:
+    """Raise an actionable ValueError when astropy cannot build a WCS from the header."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            WCS(header).wcs.set()
+    except (ValueError, MemoryError) as err:  # astropy.wcs.WcsError and its kin
+        reason = " ".join(line.strip() for line in str(err).splitlines() if line.strip() and not line.startswith("ERROR"))
+        cdelts = [header.get(f"CDELT{i}") for i in range(1, len(ctypes) + 1)]
+        raise ValueError(
+            f"{name} has a coordinate system astropy cannot use: {reason or err} (CTYPEs {ctypes}, "
+            f"CDELTs {cdelts}); fix the header, e.g. a zero CDELT or sky axes that do not pair "
+            "(GLON goes with GLAT, RA with DEC)"
+        ) from None
 
 
 def _fix_velocity_type(header: fits.Header) -> None:
@@ -143,7 +160,7 @@ def _reader(path, hdul, index, header, bunit, rest_frequency, beam_fwhm, line, u
             cube,
             rest_frequency=rest_frequency,
             beam_fwhm=beam_fwhm,
-            line=line if line is not None else _header_line(header),
+            line=line if line is not None else header_line(header),
             units=unit,
             dtype=dtype,
             source=path.name,

@@ -18,9 +18,10 @@ import numpy as np
 import xarray as xr
 from astropy.io import fits
 
-from ..cube import cube_beam, cube_rest_frequency, standardize_cube
+from ..conventions import beam_pair, cube_beam, cube_rest_frequency, rest_frequency_ghz
+from ..cube import standardize_cube
 from ..units import brightness_scale, parse_unit
-from ._common import beam_pair, check_dtype, parse_brightness_unit, regular_step, rest_frequency_ghz
+from ._common import check_dtype, parse_brightness_unit, regular_step
 
 __all__ = ["write_fits_cube"]
 

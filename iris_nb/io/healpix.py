@@ -9,17 +9,8 @@ import numpy as np
 import xarray as xr
 from astropy.coordinates import SkyCoord
 
-from ._common import (
-    ascending,
-    beam_attrs,
-    beam_pair,
-    brightness_factor,
-    check_dtype,
-    make_cube,
-    parse_brightness_unit,
-    rest_frequency_ghz,
-    wrap_lon,
-)
+from ..conventions import ascending, beam_attrs, beam_pair, rest_frequency_ghz, wrap_lon
+from ._common import brightness_factor, check_dtype, make_cube, parse_brightness_unit
 
 __all__ = ["from_healpix"]
 

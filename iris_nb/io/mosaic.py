@@ -9,7 +9,8 @@ import numpy as np
 import xarray as xr
 
 from ..regrid import axis_edges, regrid_axis
-from ._common import ALIGN_TOLERANCE, DIMS, copy_into, make_cube, normalise_line, regular_step
+from ..conventions import CUBE_DIMS, normalise_line, same_line
+from ._common import ALIGN_TOLERANCE, copy_into, make_cube, regular_step
 
 __all__ = ["mosaic", "resample_velocity", "check_compatible"]
 
@@ -23,15 +24,15 @@ class _ArrayTile:
         if not isinstance(tile, xr.DataArray):
             raise TypeError(f"tile {number} is a {type(tile).__name__}; expected an xarray.DataArray")
         self.name = str(tile.attrs.get("source") or f"tile {number}")
-        if set(tile.dims) != set(DIMS):
-            raise ValueError(f"tile {self.name} has dims {tile.dims}; expected {DIMS}")
+        if set(tile.dims) != set(CUBE_DIMS):
+            raise ValueError(f"tile {self.name} has dims {tile.dims}; expected {CUBE_DIMS}")
         if str(tile.attrs.get("units", "")).strip() != "K":
             raise ValueError(
                 f"tile {self.name} is in {tile.attrs.get('units')!r}; convert every tile to K "
                 "first (open_cube does this)"
             )
-        self.array = tile.transpose(*DIMS)
-        self.lon, self.lat, self.velocity = (np.asarray(self.array[n].values, dtype=float) for n in DIMS)
+        self.array = tile.transpose(*CUBE_DIMS)
+        self.lon, self.lat, self.velocity = (np.asarray(self.array[n].values, dtype=float) for n in CUBE_DIMS)
         self.attrs, self.dtype = dict(tile.attrs), tile.dtype
 
     def blocks(self):
@@ -55,7 +56,7 @@ def check_compatible(rest_frequencies, lines, names) -> None:
             )
     named = [(line, n) for line, n in zip(lines, names) if normalise_line(line)]
     for line, name in named[1:]:
-        if normalise_line(line) != normalise_line(named[0][0]):
+        if not same_line(line, named[0][0]):
             raise ValueError(
                 f"tiles are of different lines: {named[0][1]} is {named[0][0]!r}, {name} is {line!r}; "
                 "mosaic tiles of one line only (or pass line= if the header names are wrong)"
@@ -119,12 +120,12 @@ def mosaic(tiles) -> xr.DataArray:
         raise ValueError("mosaic needs at least one tile")
     names = [t.name for t in tiles]
     check_compatible([t.attrs.get("rest_frequency") for t in tiles], [t.attrs.get("line") for t in tiles], names)
-    steps = {n: regular_step(getattr(tiles[0], n), n, names[0]) for n in DIMS}
+    steps = {n: regular_step(getattr(tiles[0], n), n, names[0]) for n in CUBE_DIMS}
     axes, offsets, sizes, on_grid = {}, {}, {}, {}
-    for n in DIMS:
+    for n in CUBE_DIMS:
         on_grid[n] = [_same_step(getattr(t, n), steps[n]) for t in tiles]
         axes[n], offsets[n], sizes[n] = _union_axis(tiles, n, steps[n], on_grid[n])
-    aligned = [all(on_grid[n][i] for n in DIMS) for i in range(len(tiles))]
+    aligned = [all(on_grid[n][i] for n in CUBE_DIMS) for i in range(len(tiles))]
     if not all(aligned):
         bad = [name for name, ok in zip(names, aligned) if not ok]
         warnings.warn(
@@ -132,21 +133,31 @@ def mosaic(tiles) -> xr.DataArray:
             "(bilinear in lon/lat, channel-averaged in velocity)",
             stacklevel=2,
         )
+    for i, tile in enumerate(tiles):
+        if not aligned[i]:
+            sky = on_grid["lon"][i] and on_grid["lat"][i]
+            moved = ([] if sky else ["lon", "lat"]) + ([] if on_grid["velocity"][i] else ["velocity"])
+            _check_movable(tile, names[0], {n: sizes[n][i] for n in CUBE_DIMS}, moved)
     canvas = _Canvas(axes, offsets, sizes, tiles[0].dtype, len(tiles))
     for i, tile in enumerate(tiles):
-        region = {n: slice(offsets[n][i], offsets[n][i] + sizes[n][i]) for n in DIMS}
+        region = {n: slice(offsets[n][i], offsets[n][i] + sizes[n][i]) for n in CUBE_DIMS}
         if aligned[i]:
             source = tile.blocks()
         else:
             sky = on_grid["lon"][i] and on_grid["lat"][i]
-            moved = _onto(tile.to_dataarray(), {n: axes[n][region[n]] for n in DIMS}, sky)
+            moved = _onto(tile.to_dataarray(), {n: axes[n][region[n]] for n in CUBE_DIMS}, sky, steps["velocity"])
             source = [(slice(0, sizes["velocity"][i]), moved.values)]
         seen = False
         for v_slice, block in source:
             seen = seen or bool(np.isfinite(block).any())
             canvas.add(block, region, v_slice)
-        if not seen:
+        if not seen and aligned[i]:
             raise ValueError(f"cube {tile.name} has no finite values (all NaN or blank); check the file and its mask")
+        if not seen:
+            raise ValueError(
+                f"tile {tile.name} has no finite value left once interpolated onto the grid of {names[0]} "
+                "(its finite pixels are too few or too isolated); leave it out, or regrid it first"
+            )
     total = canvas.finish()
     return make_cube(total, axes["lon"], axes["lat"], axes["velocity"], _merged_attrs(tiles, names), ", ".join(names))
 
@@ -156,7 +167,7 @@ class _Canvas:
     covered by several keep a running sum and count of finite values."""
 
     def __init__(self, axes, offsets, sizes, dtype, n_tiles):
-        shape = tuple(axes[n].size for n in DIMS)
+        shape = tuple(axes[n].size for n in CUBE_DIMS)
         cover = np.zeros(shape[0], dtype=np.int64)
         for start, size in zip(offsets["lon"], sizes["lon"]):
             cover[start : start + size] += 1
@@ -194,15 +205,36 @@ class _Canvas:
         return self.total
 
 
-def _onto(tile, coords, sky_aligned):
+def _check_movable(tile, first, sizes, moved):
+    """``ValueError`` when a tile off the grid of tile ``first`` cannot be put onto it.
+
+    ``sizes`` are the tile's pixel counts on the union grid; ``moved`` the axes interpolated.
+    """
+    for name in CUBE_DIMS:
+        values = getattr(tile, name)
+        if sizes[name] < 1:
+            raise ValueError(
+                f"tile {tile.name} covers no {name} pixel centre of the grid of {first}: its {name} "
+                f"pixels ({values[0]:g} to {values[-1]:g}) lie between two of them; leave it out, or "
+                "regrid the tiles onto one pixel grid first (iris_nb.regrid.regrid_cube)"
+            )
+        if name in moved and values.size < 2:
+            raise ValueError(
+                f"tile {tile.name} has a single {name} pixel, off the pixel grid of {first}, so its width "
+                f"is unknown and it cannot be interpolated onto that grid; leave it out, or give it at "
+                f"least two {name} pixels"
+            )
+
+
+def _onto(tile, coords, sky_aligned, v_step):
     """Put ``tile`` on the union coordinates: bilinear in lon/lat unless ``sky_aligned``,
-    channel-averaged in velocity unless the channels already match."""
+    channel-averaged in velocity (channels ``v_step`` km/s wide) unless they already match."""
     old, new = tile["velocity"].values, coords["velocity"]
-    step = abs(new[1] - new[0]) if new.size > 1 else 1.0
-    if old.shape == new.shape and np.allclose(old, new, rtol=0, atol=ALIGN_TOLERANCE * step):
+    if old.shape == new.shape and np.allclose(old, new, rtol=0, atol=ALIGN_TOLERANCE * v_step):
         tile = tile.assign_coords(velocity=("velocity", new, dict(tile["velocity"].attrs)))
     else:
-        tile = resample_velocity(tile, new)
+        new_edges = np.append(new - 0.5 * v_step, new[-1] + 0.5 * v_step)
+        tile = _resample(tile, axis_edges(old), new, new_edges)
     if sky_aligned:
         return tile.assign_coords(lon=("lon", coords["lon"]), lat=("lat", coords["lat"]))
     return tile.interp(lon=coords["lon"], lat=coords["lat"], method="linear").astype(tile.dtype)
@@ -251,7 +283,12 @@ def resample_velocity(cube: xr.DataArray, velocity) -> xr.DataArray:
         )
     if old.size < 2:
         raise ValueError("a velocity axis of one channel has no width; resampling needs at least two channels")
-    old_edges, new_edges = axis_edges(old), axis_edges(new)
+    return _resample(cube, axis_edges(old), new, axis_edges(new))
+
+
+def _resample(cube, old_edges, new, new_edges):
+    """:func:`resample_velocity` onto centres ``new`` (km/s) with pixel edges ``new_edges``."""
+    old = np.asarray(cube["velocity"].values, dtype=float)
     moved = cube.transpose(..., "velocity")
     data = np.asarray(moved.values)
     flat = data.reshape(-1, old.size)

@@ -16,7 +16,7 @@ from astropy.coordinates import SkyCoord
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales, wcs_to_celestial_frame
 
-from ._common import wrap_lon
+from ..conventions import wrap_lon
 
 RECTILINEAR_TOLERANCE = 0.05
 """Largest departure (pixels) of a Galactic grid from rows/columns of constant lat/lon still read directly."""

@@ -11,11 +11,8 @@ import xarray as xr
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from ..conventions import CUBE_DIMS, ascending, beam_attrs, beam_pair, rest_frequency_ghz
 from ._common import (
-    DIMS,
-    ascending,
-    beam_attrs,
-    beam_pair,
     brightness_factor,
     check_dtype,
     copy_into,
@@ -23,7 +20,6 @@ from ._common import (
     parse_brightness_unit,
     radio_velocity,
     regular_step,
-    rest_frequency_ghz,
 )
 from .sky import galactic_axes, reproject_block
 
@@ -43,7 +39,7 @@ def _check_cube(cube):
         )
 
 
-def _header_line(header) -> str | None:
+def header_line(header) -> str | None:
     """Line name from the FITS keywords LINE, or MOLECULE plus TRANSITI."""
     if header is None:
         return None
@@ -127,7 +123,7 @@ class CubeReader:
         self.lon, self.lat = self.axes.lon, self.axes.lat
         self.attrs = {
             "rest_frequency": rest_ghz,
-            "line": line if line is not None else _header_line(getattr(cube, "header", None)),
+            "line": line if line is not None else header_line(getattr(cube, "header", None)),
             "source": source,
             "original_units": original_units if original_units is not None else str(unit),
         }
@@ -211,16 +207,9 @@ def from_spectral_cube(
         bilinear interpolation onto a Galactic CAR grid of the input's finest pixel size. The
         data are read in blocks of channels straight into the C-ordered output array.
     """
-    return CubeReader(
-        cube,
-        rest_frequency=rest_frequency,
-        beam_fwhm=beam_fwhm,
-        line=line,
-        units=units,
-        dtype=dtype,
-        source=source,
-        original_units=original_units,
-    ).to_dataarray()
+    reader = CubeReader(cube, rest_frequency=rest_frequency, beam_fwhm=beam_fwhm, line=line, units=units,
+                        dtype=dtype, source=source, original_units=original_units)
+    return reader.to_dataarray()
 
 
 def _coord_values(da, name, default_unit):
@@ -240,8 +229,8 @@ def to_spectral_cube(da: xr.DataArray):
     """
     if not isinstance(da, xr.DataArray):
         raise TypeError(f"to_spectral_cube expects an xarray.DataArray, got {type(da).__name__}")
-    if set(da.dims) != set(DIMS):
-        raise ValueError(f"cube dims are {da.dims}; expected {DIMS} in any order")
+    if set(da.dims) != set(CUBE_DIMS):
+        raise ValueError(f"cube dims are {da.dims}; expected {CUBE_DIMS} in any order")
     from spectral_cube import SpectralCube
 
     unit = parse_brightness_unit(da.attrs.get("units"), "cube")

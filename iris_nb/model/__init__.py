@@ -10,8 +10,8 @@ IRIS state dicts); ``optimize_for_inference`` makes a faster evaluation-only cop
 """
 
 from .attention import PixelSelfAttention2d
-from .checkpoint import ModelFileError, ModelFileNotFoundError
 from .input_statistics import InputStatistics, pv_statistics
+from .model_file import ModelFileError, ModelFileNotFoundError
 from .optimize import fold_batch_norm, optimize_for_inference, set_fast_attention
 from .head import SynthesisHead
 from .reverter import INPUT_SPACES, OUTPUTS, REDUCTIONS, Reverter

@@ -36,8 +36,8 @@ def reobserve(model, maps: torch.Tensor, pv: torch.Tensor | None = None) -> torc
 
     forward = TopDownObserver(model.grid).to(maps.device)
     column = forward(maps[:, :1] * density_scale(model.density_unit, "solMass / pc3"), maps[:, 1:])
-    if model.input_space == "vrho":
-        return column * model.input_scale(forward.units, "vrho")
+    if model.input_space == "v_density":
+        return column * model.input_scale(forward.units, "v_density")
     if pv is None:
         raise ValueError("a brightness model's re-observation needs the observed PV images to fit its scale")
     fitted = float((pv.double() * column.double()).sum() / column.double().square().sum().clamp_min(1e-300))
@@ -48,14 +48,14 @@ def column_consistent(model, density: torch.Tensor, pv: torch.Tensor) -> torch.T
     """``density`` ``(N, 1, distance, lon)`` (model units) rescaled, longitude by longitude, so that
     its column ``sum_d rho dr`` equals the PV image's velocity integral ``sum_v pv dv``.
 
-    Only for models of velocity-resolved columns (``input_space="vrho"``); ``pv`` is ``(N, 1,
+    Only for models of velocity-resolved columns (``input_space="v_density"``); ``pv`` is ``(N, 1,
     lon, v)`` in the model's input unit.  Longitudes where the prediction is empty stay empty.
     """
-    if getattr(model, "input_space", None) != "vrho":
-        raise ValueError("column consistency needs velocity-resolved column data (input_space='vrho'): only "
+    if getattr(model, "input_space", None) != "v_density":
+        raise ValueError("column consistency needs velocity-resolved column data (input_space='v_density'): only "
                          "there is the PV's velocity integral the H2 column; brightness depends on excitation")
     grid = model.grid
-    to_vrho = 1.0 / model.input_scale(VRHO_UNIT, "vrho")  # model input unit -> solMass s / (km pc2)
+    to_vrho = 1.0 / model.input_scale(VRHO_UNIT, "v_density")  # model input unit -> solMass s / (km pc2)
     to_msun = density_scale(model.density_unit, "solMass / pc3")
     observed = pv.double().sum(dim=-1) * (grid.velocity.step * to_vrho)  # (N, 1, lon) solMass / pc2
     predicted = density.double().sum(dim=-2) * (grid.distance.step * to_msun)  # (N, 1, lon)

@@ -98,7 +98,7 @@ def optimize_for_inference(model, *, fast_attention: bool = True, fold_batch_nor
 
     The original is left untouched.  The copy has the same call signature
     (``copy(inputs, reduce=True)``: ``(B, 1, lon, lat, v) -> (B, 1, distance, lon)``, same
-    units) and the same ``grid``, ``units``, ``multi_unit_call`` and so on, but it is in eval
+    units) and the same ``grid``, ``units``, ``call_in_units`` and so on, but it is in eval
     mode, its parameters do not require gradients, and it cannot be saved
     (``inference_only`` is ``True``).  Run it under :func:`torch.inference_mode` for the
     best speed.
@@ -141,8 +141,7 @@ def optimize_for_inference(model, *, fast_attention: bool = True, fold_batch_nor
             if isinstance(module, (nn.LeakyReLU, nn.ReLU)):
                 module.inplace = True
     if channels_last:
-        fast.to(memory_format=torch.channels_last)
-        fast._channels_last = True
+        fast.channels_last = True
     if compile:
         fast.encoder.compile()
         fast.decoder.compile()

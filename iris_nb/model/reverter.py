@@ -19,15 +19,13 @@ import torch
 from torch import nn
 
 from .. import units as _units
+from ..cube import REDUCTIONS
 from ..grids import SEDIGISM, Grid, get_grid
+from ..units import INPUT_SPACES, input_space_name
 from .architecture import VelocityHead, build_decoder, build_encoder, check_width, init_weights, stage_range
 
 __all__ = ["Reverter", "INPUT_SPACES", "REDUCTIONS", "OUTPUTS"]
 
-INPUT_SPACES = {"T": "temperature", "I": "intensity", "vrho": "v_density"}
-"""Names of the input quantities and the unit space each one lives in."""
-
-REDUCTIONS = ("mean", "max")
 OUTPUTS = (("density",), ("density", "velocity"))
 """The output maps a Reverter can predict: density alone (IRIS), or density and velocity."""
 UNIT_SPACES = ("temperature", "intensity", "v_density", "density")
@@ -49,8 +47,9 @@ class Reverter(nn.Module):
         ``intensity``, ``v_density`` and ``density``; missing spaces take
         :data:`iris_nb.units.DEFAULT_MODEL_UNITS` (K, MJy/sr, Msun/(pc2 km/s), Msun/pc3).
     input_space:
-        What the model was trained on: ``"T"`` (brightness temperature), ``"I"`` (specific
-        intensity) or ``"vrho"`` (velocity-resolved column density).
+        What the model was trained on: ``"temperature"`` (brightness temperature),
+        ``"intensity"`` (specific intensity) or ``"v_density"`` (velocity-resolved column
+        density); the old codes ``"T"``, ``"I"``, ``"vrho"`` are accepted.
     provenance:
         Free-form JSON-serialisable dict (training data, config, git hash...), saved with
         the model.
@@ -86,28 +85,24 @@ class Reverter(nn.Module):
     """
 
     def __init__(self, grid: Grid | str = SEDIGISM, reduction: str = "mean", units: dict | None = None,
-                 input_space: str = "T", provenance: dict | None = None, width: float = 1.0,
+                 input_space: str = "temperature", provenance: dict | None = None, width: float = 1.0,
                  input_statistics=None, outputs=("density",), head=None) -> None:
         super().__init__()
         grid = get_grid(grid)
-        size = _grid_size(grid)
+        size = grid_size(grid)
         width = check_width(width)
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        if input_space not in INPUT_SPACES:
-            raise ValueError(
-                f"input_space must be one of {sorted(INPUT_SPACES)} (brightness temperature, "
-                f"specific intensity, velocity-resolved column density), got {input_space!r}"
-            )
         outputs = _check_outputs(outputs)
         factors = _unit_factors(units)
         self.grid = grid
         self.reduction = reduction
         self.input_space = input_space
         self.width = width
-        self.provenance = _check_provenance(provenance)
+        self.provenance = check_provenance(provenance)
         self.input_statistics = input_statistics
         self.inference_only = False
+        self.__dict__["_channels_last"] = False
         self.outputs = outputs
         self.encoder = build_encoder(size, width)
         self.decoder = build_decoder(size, width)
@@ -136,9 +131,19 @@ class Reverter(nn.Module):
         return {space: _units.unit_from_per_si(float(getattr(self, space)), space) for space in UNIT_SPACES}
 
     @property
+    def input_space(self) -> str:
+        """What the model takes: ``"temperature"``, ``"intensity"`` or ``"v_density"`` (an old
+        code assigned here, ``"T"``, ``"I"`` or ``"vrho"``, is stored under its new name)."""
+        return self.__dict__["_input_space"]
+
+    @input_space.setter
+    def input_space(self, value: str) -> None:
+        self.__dict__["_input_space"] = input_space_name(value)
+
+    @property
     def input_unit(self):
         """Astropy unit of the network's input (the unit of ``input_space``)."""
-        return self.units[INPUT_SPACES[self.input_space]]
+        return self.units[self.input_space]
 
     @property
     def density_unit(self):
@@ -162,6 +167,22 @@ class Reverter(nn.Module):
                             f"{type(value).__name__}")
         self.__dict__["_input_statistics"] = value
 
+    @property
+    def channels_last(self) -> bool:
+        """Whether weights and PV images use the channels-last memory layout (``False`` at first).
+
+        Channels-last helps oneDNN on CPU and tensor cores on GPU; the results are the same.
+        Setting it converts the weights to that layout (``True``) or back to the contiguous one
+        (``False``); ``TrainingConfig(channels_last=True)`` and ``optimize_for_inference`` set it.
+        """
+        return self.__dict__.get("_channels_last", False)
+
+    @channels_last.setter
+    def channels_last(self, value: bool) -> None:
+        value = bool(value)
+        self.to(memory_format=torch.channels_last if value else torch.contiguous_format)
+        self.__dict__["_channels_last"] = value
+
     def num_parameters(self, trainable_only: bool = True) -> int:
         """Number of (trainable) parameters; 14,339,641 at 512 and width 1."""
         return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)
@@ -184,9 +205,7 @@ class Reverter(nn.Module):
         self._check_input(cube, reduce=True)
         if self.reduction == "mean":
             return cube.mean(dim=3)
-        if self.reduction == "max":
-            return cube.max(dim=3)[0]
-        raise ValueError(f"model.reduction must be one of {REDUCTIONS}, got {self.reduction!r}")
+        return cube.max(dim=3)[0]
 
     def forward(self, inputs: torch.Tensor, reduce: bool = True) -> torch.Tensor:
         """Revert a batch.
@@ -198,7 +217,7 @@ class Reverter(nn.Module):
         """
         self._check_input(inputs, reduce)
         pv = self.reduce(inputs) if reduce else inputs
-        if getattr(self, "_channels_last", False):
+        if self.channels_last:
             pv = pv.contiguous(memory_format=torch.channels_last)
         maps = self._decode(self.encoder(pv))
         if self.head is not None:
@@ -235,32 +254,27 @@ class Reverter(nn.Module):
             )
 
     # ------------------------------------------------------------------ units
-    def input_scale(self, in_units, in_space: str = "T") -> float:
+    def input_scale(self, in_units, in_space: str = "temperature") -> float:
         """Factor taking inputs in ``in_units`` of ``in_space`` to the model's input unit.
 
-        ``in_space`` is ``"T"``, ``"I"`` or ``"vrho"``.  Brightness temperature and specific
-        intensity are converted into each other with the Rayleigh-Jeans law at
-        ``grid.rest_frequency``; ``vrho`` converts only to ``vrho``.
+        ``in_space`` is ``"temperature"``, ``"intensity"`` or ``"v_density"``.  Brightness
+        temperature and specific intensity are converted into each other with the Rayleigh-Jeans
+        law at ``grid.rest_frequency``; ``v_density`` converts only to ``v_density``.
         """
-        if in_space not in INPUT_SPACES:
-            raise ValueError(
-                f"in_space must be one of {sorted(INPUT_SPACES)} (T: brightness temperature, "
-                f"I: specific intensity, vrho: velocity-resolved column density), got {in_space!r}"
-            )
-        source, target = INPUT_SPACES[in_space], INPUT_SPACES[self.input_space]
-        unit = _units.parse_unit(in_units, f"inputs ({in_space})")
+        source, target = input_space_name(in_space, "in_space"), self.input_space
+        unit = _units.parse_unit(in_units, f"inputs ({source})")
         si_unit = _units.SI_UNITS[source]
         if not unit.is_equivalent(si_unit):
             hint = (" (for Jy/beam use iris_nb.units.brightness_scale with the beam first)"
                     if source == "temperature" else "")
             raise ValueError(f"in_units {unit} are not a unit of {source} (like {si_unit}), "
-                             f"as in_space={in_space!r} needs{hint}")
+                             f"as in_space={source!r} needs{hint}")
         value_si = float((1.0 * unit).to_value(si_unit))
         if source != target:
             if {source, target} != {"temperature", "intensity"}:
                 raise ValueError(
-                    f"the model was trained on {self.input_space!r} ({target}) and inputs in "
-                    f"{in_space!r} ({source}) cannot be converted to it; give inputs of the kind the "
+                    f"the model was trained on {target!r} and inputs of {source!r} cannot be "
+                    "converted to it; give inputs of the kind the "
                     "model was trained on, or use a model trained on this quantity"
                 )
             kelvin_per_si = _units.rayleigh_jeans_factor(self.grid.rest_frequency)
@@ -271,12 +285,12 @@ class Reverter(nn.Module):
         """Factor taking the model's densities to ``out_units`` (mass, or H2 number, density)."""
         return _units.density_scale("kg / m3", out_units) / float(self.density)
 
-    def multi_unit_call(self, inputs: torch.Tensor, in_units, out_units, in_space: str = "T",
-                        reduce: bool = True) -> torch.Tensor:
+    def call_in_units(self, inputs: torch.Tensor, in_units, out_units, in_space: str = "temperature",
+                      reduce: bool = True) -> torch.Tensor:
         """Revert inputs given in any unit, returning densities in ``out_units``.
 
         ``inputs``: ``(B, 1, lon, lat, v)`` (or ``(B, 1, lon, v)`` with ``reduce=False``) in
-        ``in_units`` of ``in_space`` (``"T"``, ``"I"`` or ``"vrho"``).  Returns
+        ``in_units`` of ``in_space`` (``"temperature"``, ``"intensity"`` or ``"v_density"``).  Returns
         ``(B, 1, distance, lon)`` in ``out_units`` (e.g. ``"Msun/pc3"``, ``"g/cm3"``, ``"cm-3"``
         for H2 number density).  Unit errors are raised before the network runs.
         """
@@ -286,6 +300,8 @@ class Reverter(nn.Module):
         maps = self(inputs * scale_in, reduce=reduce)
         return torch.cat([maps[:, :1] * scale_out, maps[:, 1:]], dim=1)  # velocities stay in km/s
 
+    multi_unit_call = call_in_units  # the former name
+
     # ------------------------------------------------------------------ files
     def save(self, path, provenance: dict | None = None) -> None:
         """Write the model (weights, grid, width, units, reduction, provenance, input statistics)
@@ -294,7 +310,7 @@ class Reverter(nn.Module):
         ``provenance`` entries are merged into :attr:`provenance` first.  Read it back with
         :meth:`Reverter.load`.
         """
-        from .checkpoint import save_reverter
+        from .model_file import save_reverter
 
         save_reverter(self, path, provenance)
 
@@ -304,7 +320,7 @@ class Reverter(nn.Module):
         """Read a model written by :meth:`save`, or a bare IRIS state dict.
 
         Bare state dicts (``torch.save(model.state_dict())``) get ``grid`` (default
-        :data:`~iris_nb.grids.SEDIGISM`), reduction ``"mean"``, input space ``"T"``, the
+        :data:`~iris_nb.grids.SEDIGISM`), reduction ``"mean"``, input space ``"temperature"``, the
         units stored in their four scalars and ``width`` (default: read from the tensor
         shapes, 1 for IRIS files).  Files written by :meth:`save` carry their own grid and
         width; ``grid`` and ``width`` are ignored for them.  Files written before training
@@ -312,15 +328,15 @@ class Reverter(nn.Module):
         ``input_statistics=None``, noted in one line of the model's repr: ``revert`` cannot
         check cubes against their training inputs.  The file is read with
         ``weights_only=True`` (no code runs); errors are
-        :class:`~iris_nb.model.checkpoint.ModelFileError`.  ``outputs`` (e.g. ``("density",)``)
+        :class:`~iris_nb.model.model_file.ModelFileError`.  ``outputs`` (e.g. ``("density",)``)
         states what the caller expects: a file with other output maps is refused with a
         clear error instead of loading.
         """
-        from .checkpoint import load_reverter
+        from .model_file import load_reverter
 
         model = load_reverter(path, map_location=map_location, grid=grid, width=width, cls=cls)
         if outputs is not None and _check_outputs(outputs) != model.outputs:
-            from .checkpoint import ModelFileError
+            from .model_file import ModelFileError
 
             raise ModelFileError(f"model file {path} holds a Reverter with outputs {model.outputs}, but outputs="
                                  f"{_check_outputs(outputs)} was expected; load it without outputs= or use a "
@@ -328,7 +344,7 @@ class Reverter(nn.Module):
         return model
 
 
-def _grid_size(grid: Grid) -> int:
+def grid_size(grid: Grid) -> int:
     sizes = {"lon": grid.lon.steps, "velocity": grid.velocity.steps, "distance": grid.distance.steps}
     if len(set(sizes.values())) != 1:
         raise ValueError(
@@ -349,7 +365,7 @@ def _unit_factors(units: dict | None) -> dict:
     return {space: _units.per_si(chosen[space], space) for space in UNIT_SPACES}
 
 
-def _check_provenance(provenance) -> dict:
+def check_provenance(provenance) -> dict:
     if provenance is None:
         return {}
     if not isinstance(provenance, dict):

@@ -10,7 +10,7 @@ where ``F`` is a differentiable forward model and ``y`` the observation (here th
 has a learned plain descent step ``- a_t g_t``, which starts at zero).  Here ``x`` is the
 pair of top-down maps of a two-output :class:`~iris_nb.model.Reverter` (``asinh(rho / n)``
 and ``v / 100 km/s``), ``x_0`` is the Reverter's own prediction and ``F`` the
-:class:`~iris_nb.sim.topdown.TopDownObserver` (exact for "vrho" models; for brightness models
+:class:`~iris_nb.sim.topdown.TopDownObserver` (exact for ``v_density`` models; for brightness models
 the optically thin surrogate, whose brightness per unit column is learned with the RIM).  The
 gradient is normalised per sample (its rms), so only its pattern is read; ``D`` starts at zero,
 so an untrained RIM returns the Reverter's maps.
@@ -59,7 +59,7 @@ class RIM(nn.Module):
     ----------
     reverter:
         A :class:`~iris_nb.model.Reverter` with ``outputs=("density", "velocity")`` and input
-        space ``"vrho"`` or ``"T"``.
+        space ``"v_density"`` or ``"temperature"``.
     steps:
         Refinement steps ``T`` (>= 1).
     hidden:
@@ -86,9 +86,9 @@ class RIM(nn.Module):
         if tuple(reverter.outputs) != ("density", "velocity"):
             raise ValueError("a RIM needs a Reverter that predicts velocity too: build it with "
                              "Reverter(grid, outputs=('density', 'velocity'))")
-        if reverter.input_space not in ("vrho", "T"):
-            raise ValueError(f"a RIM's forward model covers 'vrho' (exact) and 'T' (optically thin surrogate) "
-                             f"inputs; this Reverter takes {reverter.input_space!r}")
+        if reverter.input_space not in ("v_density", "temperature"):
+            raise ValueError("a RIM's forward model covers 'v_density' (exact) and 'temperature' (optically thin "
+                             f"surrogate) inputs; this Reverter takes {reverter.input_space!r}")
         for name, value, low in (("steps", steps, 1), ("hidden", hidden, 1)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ValueError(f"RIM {name} must be an integer >= {low}, got {value!r}")
@@ -144,7 +144,17 @@ class RIM(nn.Module):
     def input_statistics(self, value) -> None:
         self.reverter.input_statistics = value
 
-    def input_scale(self, in_units, in_space: str = "T") -> float:
+    @property
+    def channels_last(self) -> bool:
+        """Channels-last memory layout of the weights and PV images (see :attr:`Reverter.channels_last`)."""
+        return self.reverter.channels_last
+
+    @channels_last.setter
+    def channels_last(self, value: bool) -> None:
+        self.to(memory_format=torch.channels_last if value else torch.contiguous_format)
+        self.reverter.channels_last = value
+
+    def input_scale(self, in_units, in_space: str = "temperature") -> float:
         return self.reverter.input_scale(in_units, in_space)
 
     def output_scale(self, out_units) -> float:
@@ -177,8 +187,7 @@ class RIM(nn.Module):
         """PV image ``(B, 1, lon, velocity)`` in the model's input unit of maps ``(B, 2, distance, lon)``."""
         to_msun = _units.density_scale(self.density_unit, "solMass / pc3")
         pv = self.forward_model(maps[:, :1] * to_msun, maps[:, 1:])
-        space = "vrho" if self.input_space == "vrho" else "T"
-        return pv * self.reverter.input_scale(self.forward_model.units, space)
+        return pv * self.reverter.input_scale(self.forward_model.units, self.input_space)
 
     def _maps(self, u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.n * torch.relu(torch.sinh(u)), w * _VELOCITY_UNIT], dim=1)
@@ -228,19 +237,21 @@ class RIM(nn.Module):
         self._steps = steps[1:] if self.training else None  # for the per-step training loss
         return steps[-1]
 
-    def multi_unit_call(self, inputs: torch.Tensor, in_units, out_units, in_space: str = "T",
-                        reduce: bool = True) -> torch.Tensor:
-        """As :meth:`Reverter.multi_unit_call`: inputs in any unit, densities in ``out_units``."""
+    def call_in_units(self, inputs: torch.Tensor, in_units, out_units, in_space: str = "temperature",
+                      reduce: bool = True) -> torch.Tensor:
+        """As :meth:`Reverter.call_in_units`: inputs in any unit, densities in ``out_units``."""
         scale_in = self.input_scale(in_units, in_space)
         scale_out = self.output_scale(out_units)
         self.reverter._check_input(inputs, reduce)
         maps = self(inputs * scale_in, reduce=reduce)
         return torch.cat([maps[:, :1] * scale_out, maps[:, 1:]], dim=1)
 
+    multi_unit_call = call_in_units  # the former name
+
     # ------------------------------------------------------------------ files
     def save(self, path, provenance: dict | None = None) -> None:
         """Write the RIM (its Reverter's metadata, the RIM settings, every weight) atomically."""
-        from .checkpoint import ModelFileError, atomic_torch_save, save_reverter
+        from .model_file import ModelFileError, atomic_torch_save, save_reverter
 
         path = Path(path).expanduser()
         if not path.parent.is_dir():
@@ -262,7 +273,7 @@ class RIM(nn.Module):
     def load(cls, path, map_location="cpu") -> "RIM":
         """Read a file written by :meth:`save`."""
         from ..sim.topdown import TopDownObserver
-        from .checkpoint import ModelFileError, build_reverter
+        from .model_file import ModelFileError, build_reverter
 
         path = Path(path).expanduser()
         if not path.is_file():
@@ -274,8 +285,8 @@ class RIM(nn.Module):
         settings = content["rim"]
         reverter = build_reverter(content["state_dict"], content["metadata"], path)
         scale = None if settings.get("forward_model_scale_learned", True) else 1.0
-        forward_model = (TopDownObserver(reverter.grid, input_space="T", scale=scale)
-                         if reverter.input_space == "T" else None)
+        forward_model = (TopDownObserver(reverter.grid, input_space="temperature", scale=scale)
+                         if reverter.input_space == "temperature" else None)
         rim = cls(reverter, steps=settings["steps"], hidden=settings["hidden"],
                   train_reverter=settings.get("train_reverter", False), forward_model=forward_model)
         own = content["rim_state_dict"]

@@ -15,6 +15,7 @@ from matplotlib.ticker import AsinhLocator
 import numpy as np
 import xarray as xr
 
+from ..conventions import wrap_lon
 from ..regrid import axis_edges
 
 STRETCHES = ("asinh", "linear", "log")
@@ -28,7 +29,7 @@ _AXES = {  # dim -> (axis label, unit it must be equivalent to, example unit str
 
 
 # ------------------------------------------------------------------ validation helpers
-def _parse(value, what: str, example: str) -> u.UnitBase:
+def parse_plot_unit(value, what: str, example: str) -> u.UnitBase:
     """Astropy unit from an ``attrs["units"]`` value, or a ValueError saying how to set it."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise ValueError(f"{what} has no units; set attrs['units'] (for example {example!r})")
@@ -38,7 +39,7 @@ def _parse(value, what: str, example: str) -> u.UnitBase:
         raise ValueError(f"{what} has units {value!r} that astropy cannot parse; use e.g. {example!r}") from None
 
 
-def _check_dims(da, dims: tuple[str, ...], what: str, hint: str = "") -> None:
+def check_dims(da, dims: tuple[str, ...], what: str, hint: str = "") -> None:
     if not isinstance(da, xr.DataArray):
         extra = " (pick a variable, e.g. ds['mean'])" if isinstance(da, xr.Dataset) else ""
         raise TypeError(f"{what} must be an xarray.DataArray, got {type(da).__name__}{extra}")
@@ -49,7 +50,7 @@ def _check_dims(da, dims: tuple[str, ...], what: str, hint: str = "") -> None:
         )
 
 
-def _axis(da, dim: str, what: str) -> tuple[np.ndarray, str]:
+def axis_values(da, dim: str, what: str) -> tuple[np.ndarray, str]:
     """Coordinate values of ``dim`` (lon converted to deg and wrapped) and their unit label."""
     name, unit_needed, example = _AXES[dim]
     if dim not in da.coords:
@@ -58,7 +59,7 @@ def _axis(da, dim: str, what: str) -> tuple[np.ndarray, str]:
             f".assign_coords({dim}=(('{dim}',), values, {{'units': '{example}'}}))"
         )
     raw = da[dim].attrs.get("units")
-    unit = _parse(raw, f"{what} coordinate '{dim}'", example)
+    unit = parse_plot_unit(raw, f"{what} coordinate '{dim}'", example)
     if not unit.is_equivalent(unit_needed):
         raise ValueError(f"{what} coordinate '{dim}' is in {raw!r}, which is not a {name} unit like {example!r}")
     values = np.asarray(da[dim].values, dtype=float)
@@ -67,7 +68,7 @@ def _axis(da, dim: str, what: str) -> tuple[np.ndarray, str]:
                          f"got {values.size} ({values[:4]})")
     if dim == "lon":
         values = (values * unit).to_value(u.deg)
-        values = -((180.0 - values) % 360.0 - 180.0)  # wrap into (-180, 180]
+        values = wrap_lon(values)
         return values, "deg"
     if dim == "lat":
         return (values * unit).to_value(u.deg), "deg"
@@ -75,12 +76,12 @@ def _axis(da, dim: str, what: str) -> tuple[np.ndarray, str]:
 
 
 
-def _prepare(da, dims: tuple[str, str], what: str):
+def prepare_image(da, dims: tuple[str, str], what: str):
     """Sorted edges of both dims, their unit labels and the data, shape ``(dims[0], dims[1])``."""
     data = np.asarray(da.transpose(*dims).values, dtype=float)
     edges, labels = [], []
     for axis_index, dim in enumerate(dims):
-        values, label = _axis(da, dim, what)
+        values, label = axis_values(da, dim, what)
         order = np.argsort(values, kind="stable")
         values = values[order]
         if np.any(np.diff(values) <= 0):
@@ -93,9 +94,9 @@ def _prepare(da, dims: tuple[str, str], what: str):
     return edges, labels, np.ma.masked_invalid(data)
 
 
-def _data_units(da, what: str, density: bool) -> str:
+def data_units(da, what: str, density: bool) -> str:
     raw = da.attrs.get("units")
-    unit = _parse(raw, what, "Msun/pc3" if density else "K")
+    unit = parse_plot_unit(raw, what, "Msun/pc3" if density else "K")
     if density and not (unit.is_equivalent(u.kg / u.m**3) or unit.is_equivalent(u.m**-3)):
         raise ValueError(
             f"{what} is in {raw!r}, which is not a density; expected a mass density such as "
@@ -104,10 +105,10 @@ def _data_units(da, what: str, density: bool) -> str:
     return str(raw)
 
 
-def _quantity_name(da, units: str, default: str) -> str:
+def quantity_name(da, units: str, default: str) -> str:
     if da.attrs.get("long_name"):
         return str(da.attrs["long_name"])
-    unit = _parse(units, "data", "K")
+    unit = parse_plot_unit(units, "data", "K")
     if default == "T_B" and not unit.is_equivalent(u.K):
         return "brightness"
     if default == "ρ_H2" and unit.is_equivalent(u.m**-3):
@@ -116,7 +117,7 @@ def _quantity_name(da, units: str, default: str) -> str:
 
 
 # ----------------------------------------------------------------- colours and colorbars
-def _norm(stretch, data, vmin=None, vmax=None, linear_width=None) -> mcolors.Normalize:
+def make_norm(stretch, data, vmin=None, vmax=None, linear_width=None) -> mcolors.Normalize:
     """Colour normalisation for ``data`` (any shape, same unit as vmin/vmax/linear_width)."""
     if isinstance(stretch, mcolors.Normalize):
         return stretch
@@ -144,7 +145,7 @@ def _norm(stretch, data, vmin=None, vmax=None, linear_width=None) -> mcolors.Nor
     return mcolors.AsinhNorm(linear_width=width if width > 0 else 1.0, vmin=lo, vmax=hi)
 
 
-def _cmap(cmap) -> mcolors.Colormap:
+def colormap(cmap) -> mcolors.Colormap:
     """A copy of the colormap whose NaN (bad) colour is fully transparent."""
     return plt.get_cmap(cmap).with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
 
@@ -205,7 +206,7 @@ class _SpreadAsinhLocator(AsinhLocator):
         return _spread_ticks(ticks, vmin, vmax, self.linear_width, self._min_gap())
 
 
-def _colorbar(ax, mesh, label: str, pad: float = 0.05):
+def add_colorbar(ax, mesh, label: str, pad: float = 0.05):
     """Colorbar of ``mesh`` labelled ``label``; asinh stretches get few, plainly written ticks
     spaced so that their labels do not overlap."""
     colorbar = ax.figure.colorbar(mesh, ax=ax, label=label, pad=pad)
@@ -219,29 +220,29 @@ def _colorbar(ax, mesh, label: str, pad: float = 0.05):
 _VIEW = "_iris_nb_view"  # attribute on an Axes recording what a view drew there
 
 
-def _remember_view(ax, kind: str, **info) -> None:
+def remember_view(ax, kind: str, **info) -> None:
     """Record on ``ax`` which view drew it (``"polar"``, ``"cartesian"``, ``"pv"``, ``"lb"``)
     and the units of its data coordinates, so that overlays land in the same coordinates."""
     setattr(ax, _VIEW, {"kind": kind, **info})
 
 
-def _view(ax) -> dict:
-    """What :func:`_remember_view` recorded on ``ax`` (an empty dict for foreign Axes)."""
+def view_of(ax) -> dict:
+    """What :func:`remember_view` recorded on ``ax`` (an empty dict for foreign Axes)."""
     return dict(getattr(ax, _VIEW, {}))
 
 
-def _note(ax, text: str) -> None:
+def add_note(ax, text: str) -> None:
     ax.text(0.5, 0.02, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=7,
             bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
 
 
-def _new_axes(ax, polar: bool):
+def new_axes(ax, polar: bool):
     if ax is None:
         _, ax = plt.subplots(subplot_kw={"projection": "polar"} if polar else None, layout="constrained")
     return ax
 
 
-def _panels(kinds: list[str], figsize):
+def make_panels(kinds: list[str], figsize):
     """A constrained-layout Figure with one row of Axes, polar where ``kinds[i] == "polar"``."""
     for kind in kinds:
         if kind not in KINDS + ("pv",):
@@ -250,3 +251,16 @@ def _panels(kinds: list[str], figsize):
     fig.get_layout_engine().set(wspace=0.08)
     return fig, [fig.add_subplot(1, len(kinds), i + 1, projection="polar" if kind == "polar" else None)
                  for i, kind in enumerate(kinds)]
+
+
+def observer_distance_pc(value) -> float:
+    """The Sun - Galactic Centre distance in pc, from a number or an astropy length."""
+    if isinstance(value, u.Quantity):
+        value = value.to_value(u.pc)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"observer_distance must be a number in pc, got {value!r}") from None
+    if not (np.isfinite(number) and number > 1000.0):
+        raise ValueError(f"observer_distance is the Sun - Galactic Centre distance in pc (about 8277), got {number}")
+    return number

@@ -14,22 +14,24 @@ from matplotlib.ticker import MaxNLocator
 import numpy as np
 import xarray as xr
 
+from ..cube import REDUCTIONS
 from ..grids import galactocentric_xy
 from ._common import (
     KINDS,
-    _check_dims,
-    _cmap,
-    _colorbar,
-    _data_units,
-    _new_axes,
-    _norm,
-    _note,
-    _panels,
-    _parse,
-    _prepare,
-    _quantity_name,
-    _remember_view,
+    add_colorbar,
+    add_note,
+    check_dims,
+    colormap,
+    data_units,
+    make_norm,
+    make_panels,
+    new_axes,
+    parse_plot_unit,
+    prepare_image,
+    quantity_name,
+    remember_view,
 )
+from ._common import observer_distance_pc
 
 __all__ = ["pv_image", "top_down", "side_by_side"]
 
@@ -37,7 +39,7 @@ __all__ = ["pv_image", "top_down", "side_by_side"]
 # ------------------------------------------------------------------------- PV image
 def _reduce_ppv(cube, reduce: str):
     """PV image ``(lon, velocity)`` from a PPV cube ``(lon, lat, velocity)`` by nanmean/nanmax over lat."""
-    if reduce not in ("mean", "max"):
+    if reduce not in REDUCTIONS:
         raise ValueError(f"got a PPV cube with dims {tuple(cube.dims)}; "
                          f"pass reduce='mean' or 'max', not {reduce!r}")
     with warnings.catch_warnings():
@@ -71,36 +73,29 @@ def pv_image(pv, ax=None, stretch="asinh", cmap="inferno", vmin=None, vmax=None,
     """
     if isinstance(pv, xr.DataArray) and set(pv.dims) == {"lon", "lat", "velocity"}:
         pv = _reduce_ppv(pv, reduce)
-    _check_dims(pv, ("lon", "velocity"), "PV image", " (or a PPV cube with lat and reduce='mean')")
-    units = _data_units(pv, "PV image", density=False)
-    (v_edges, lon_edges), (v_unit, _), data = _prepare(pv, ("velocity", "lon"), "PV image")
-    ax = _new_axes(ax, polar=False)
-    mesh = ax.pcolormesh(lon_edges, v_edges, data, norm=_norm(stretch, data, vmin, vmax, linear_width),
-                         cmap=_cmap(cmap), shading="flat", rasterized=True)
+    check_dims(pv, ("lon", "velocity"), "PV image", " (or a PPV cube with lat and reduce='mean')")
+    units = data_units(pv, "PV image", density=False)
+    (v_edges, lon_edges), (v_unit, _), data = prepare_image(pv, ("velocity", "lon"), "PV image")
+    ax = new_axes(ax, polar=False)
+    mesh = ax.pcolormesh(lon_edges, v_edges, data, norm=make_norm(stretch, data, vmin, vmax, linear_width),
+                         cmap=colormap(cmap), shading="flat", rasterized=True)
     ax.set_xlim(lon_edges[-1], lon_edges[0])  # positive longitude on the left
     ax.set_ylim(v_edges[0], v_edges[-1])
     ax.set_xlabel("Galactic longitude [deg]")
     ax.set_ylabel(f"v_LSR [{v_unit}]")
-    _remember_view(ax, "pv", velocity_unit=v_unit)
+    remember_view(ax, "pv", velocity_unit=v_unit)
     if colorbar:
-        _colorbar(ax, mesh, f"{_quantity_name(pv, units, 'T_B')} [{units}]")
+        add_colorbar(ax, mesh, f"{quantity_name(pv, units, 'T_B')} [{units}]")
     if title is not None:
         ax.set_title(title)
     return ax
 
 
 # ------------------------------------------------------------------------ top-down
-def _observer_distance(td, observer_distance) -> float:
-    value = td.attrs.get("observer_distance", 8277.0) if observer_distance is None else observer_distance
-    if isinstance(value, u.Quantity):
-        value = value.to_value(u.pc)
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"observer_distance must be a number in pc, got {value!r}") from None
-    if not (np.isfinite(value) and value > 0):
-        raise ValueError(f"observer_distance must be a positive distance in pc, got {value}")
-    return value
+def top_down_observer_distance(td, observer_distance) -> float:
+    """``observer_distance`` (pc), else the top-down map's attr, else the package default."""
+    return observer_distance_pc(td.attrs.get("observer_distance", 8277.0) if observer_distance is None
+                                else observer_distance)
 
 
 def _fit_wedge(ax) -> None:
@@ -126,8 +121,8 @@ def _fit_wedge(ax) -> None:
     ax.axesLim.invalidate()
 
 
-def _draw_top_down(ax, prepared, kind, norm, cmap, label, observer_distance, colorbar):
-    """Draw a top-down map prepared by ``_prepare(td, ("distance", "lon"))``; returns the QuadMesh."""
+def draw_top_down(ax, prepared, kind, norm, cmap, label, observer_distance, colorbar):
+    """Draw a top-down map prepared by ``prepare_image(td, ("distance", "lon"))``; returns the QuadMesh."""
     (d_edges, lon_edges), (d_unit, _), data = prepared
     if kind == "polar":
         if getattr(ax, "name", None) != "polar":
@@ -149,11 +144,11 @@ def _draw_top_down(ax, prepared, kind, norm, cmap, label, observer_distance, col
         ticks = MaxNLocator(nbins=6, steps=[1, 2, 2.5, 5, 10]).tick_values(lon_edges[0], lon_edges[-1])
         ticks = ticks[(ticks >= lon_edges[0] - 1e-9) & (ticks <= lon_edges[-1] + 1e-9)]
         ax.set_xticks(np.deg2rad(ticks), [f"{tick:g}°" for tick in ticks])
-        _note(ax, "↓ observer (Sun) at r = 0")
+        add_note(ax, "↓ observer (Sun) at r = 0")
     elif kind == "cartesian":
         if getattr(ax, "name", None) == "polar":
             raise ValueError("kind='cartesian' needs a rectilinear Axes, got a polar one; use kind='polar'")
-        d_pc = (d_edges * _parse(d_unit, "distance", "pc")).to_value(u.pc)
+        d_pc = (d_edges * parse_plot_unit(d_unit, "distance", "pc")).to_value(u.pc)
         x, y = galactocentric_xy(d_pc[:, None], lon_edges[None, :], observer_distance)
         mesh = ax.pcolormesh(x, y, data, norm=norm, cmap=cmap, shading="flat", rasterized=True)
         ax.set_aspect("equal")
@@ -162,12 +157,12 @@ def _draw_top_down(ax, prepared, kind, norm, cmap, label, observer_distance, col
             ax.invert_xaxis()  # +x (positive longitude) to the left, as in the PV image
         ax.set_xlabel("x [pc]")
         ax.set_ylabel("y [pc]")
-        _note(ax, f"↓ Sun at (0, {-observer_distance:.0f}) pc")
+        add_note(ax, f"↓ Sun at (0, {-observer_distance:.0f}) pc")
     else:
         raise ValueError(f"kind={kind!r} is not known; choose one of {KINDS}")
-    _remember_view(ax, kind, distance_unit=d_unit, observer_distance=observer_distance)
+    remember_view(ax, kind, distance_unit=d_unit, observer_distance=observer_distance)
     if colorbar:
-        _colorbar(ax, mesh, label, pad=0.12 if kind == "polar" else 0.05)
+        add_colorbar(ax, mesh, label, pad=0.12 if kind == "polar" else 0.05)
     return mesh
 
 
@@ -195,16 +190,16 @@ def top_down(td, kind="polar", ax=None, stretch="asinh", cmap="inferno", vmin=No
 
     Returns the Axes; the image is ``ax.collections[0]`` (a QuadMesh with ``.colorbar``).
     """
-    _check_dims(td, ("distance", "lon"), "top-down map")
-    units = _data_units(td, "top-down map", density=True)
+    check_dims(td, ("distance", "lon"), "top-down map")
+    units = data_units(td, "top-down map", density=True)
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} is not known; choose one of {KINDS}")
-    r0 = _observer_distance(td, observer_distance)
-    prepared = _prepare(td, ("distance", "lon"), "top-down map")
-    norm = _norm(stretch, prepared[2], vmin, vmax, linear_width)
-    ax = _new_axes(ax, polar=kind == "polar")
-    label = f"{_quantity_name(td, units, 'ρ_H2')} [{units}]"
-    _draw_top_down(ax, prepared, kind, norm, _cmap(cmap), label, r0, colorbar)
+    r0 = top_down_observer_distance(td, observer_distance)
+    prepared = prepare_image(td, ("distance", "lon"), "top-down map")
+    norm = make_norm(stretch, prepared[2], vmin, vmax, linear_width)
+    ax = new_axes(ax, polar=kind == "polar")
+    label = f"{quantity_name(td, units, 'ρ_H2')} [{units}]"
+    draw_top_down(ax, prepared, kind, norm, colormap(cmap), label, r0, colorbar)
     if title is not None:
         ax.set_title(title)
     return ax
@@ -218,8 +213,8 @@ def side_by_side(pv, td, kind="polar", figsize=None, title=None, pv_kwargs=None,
     arguments go to :func:`pv_image` and :func:`top_down` through ``pv_kwargs``/``td_kwargs``.
     Returns the Figure; ``fig.axes[0]`` is the PV image, ``fig.axes[1]`` the top-down map.
     """
-    _check_dims(td, ("distance", "lon"), "top-down map")
-    fig, (pv_ax, td_ax) = _panels(["pv", kind], figsize)
+    check_dims(td, ("distance", "lon"), "top-down map")
+    fig, (pv_ax, td_ax) = make_panels(["pv", kind], figsize)
     pv_image(pv, ax=pv_ax, **(pv_kwargs or {}))
     top_down(td, kind=kind, ax=td_ax, **(td_kwargs or {}))
     if title is not None:

@@ -60,6 +60,8 @@ import numpy as np
 from scipy.integrate import solve_ivp
 import xarray as xr
 
+from ._common import observer_distance_pc
+
 __all__ = ["ORBITS", "published_orbits", "orbit", "landmarks"]
 
 R0_DEFAULT = 8277.0  # pc, DESIGN.md section 4
@@ -119,19 +121,6 @@ def _canonical(name) -> str:
         raise ValueError(f"unknown orbit {name!r}; choose one of {sorted(ORBITS)} "
                          "(Molinari et al. 2011 ring, Kruijssen, Dale & Longmore 2015 orbit)")
     return key
-
-
-def _check_r0(observer_distance) -> float:
-    if isinstance(observer_distance, u.Quantity):
-        observer_distance = observer_distance.to_value(u.pc)
-    try:
-        value = float(observer_distance)
-    except (TypeError, ValueError):
-        raise TypeError(f"observer_distance must be a number in pc, got {observer_distance!r}") from None
-    if not (np.isfinite(value) and value > 1000.0):
-        raise ValueError(f"observer_distance is the Sun - Galactic Centre distance in pc (about 8277), "
-                         f"got {value}")
-    return value
 
 
 def _check_samples(samples) -> int:
@@ -264,7 +253,7 @@ def orbit(name: str, observer_distance: float = R0_DEFAULT, samples: int | None 
     and list the parameters.
     """
     key = _canonical(name)
-    r0 = _check_r0(observer_distance)
+    r0 = observer_distance_pc(observer_distance)
     count = _check_samples(samples if samples is not None else (721 if key == "molinari2011" else 985))
     return _orbit_cached(key, r0, count).copy(deep=True)  # callers may edit their copy
 

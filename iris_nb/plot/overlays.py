@@ -16,20 +16,21 @@ from ..grids import galactocentric_xy, get_grid
 from ..regrid import axis_edges
 from . import orbits as _orbits
 from ._common import (
-    _axis,
-    _check_dims,
-    _cmap,
-    _colorbar,
-    _data_units,
-    _new_axes,
-    _norm,
-    _note,
-    _parse,
-    _prepare,
-    _quantity_name,
-    _remember_view,
-    _view,
+    add_colorbar,
+    add_note,
+    axis_values,
+    check_dims,
+    colormap,
+    data_units,
+    make_norm,
+    new_axes,
+    parse_plot_unit,
+    prepare_image,
+    quantity_name,
+    remember_view,
+    view_of,
 )
+from ._common import observer_distance_pc
 
 __all__ = ["overlay_orbits", "lb_map", "integrated_intensity"]
 
@@ -53,7 +54,7 @@ def _orbit_names(orbits) -> list[str]:
 
 
 def _overlay_kind(ax, kind) -> str:
-    recorded = _view(ax).get("kind")
+    recorded = view_of(ax).get("kind")
     polar = getattr(ax, "name", None) == "polar"
     if kind is None:
         kind = recorded or ("polar" if polar else None)
@@ -74,13 +75,13 @@ def _observer_distance(ax, grid, observer_distance) -> float:
     if observer_distance is None and grid is not None:
         observer_distance = get_grid(grid).observer_distance
     if observer_distance is None:
-        observer_distance = _view(ax).get("observer_distance", _orbits.R0_DEFAULT)
-    return _orbits._check_r0(observer_distance)
+        observer_distance = view_of(ax).get("observer_distance", _orbits.R0_DEFAULT)
+    return observer_distance_pc(observer_distance)
 
 
 def _unit_factor(unit: str, base: u.UnitBase, what: str) -> float:
     """How many ``unit`` make one ``base`` (the Axes unit recorded by the view)."""
-    target = _parse(unit, what, str(base))
+    target = parse_plot_unit(unit, what, str(base))
     if not target.is_equivalent(base):
         raise ValueError(f"{what} is in {unit!r}, which cannot show {base}")
     return float((1.0 * base).to_value(target))
@@ -88,7 +89,7 @@ def _unit_factor(unit: str, base: u.UnitBase, what: str) -> float:
 
 def _velocity_scale(ax) -> float:
     """Factor from km/s to the velocity unit of a PV image's vertical axis."""
-    return _unit_factor(_view(ax).get("velocity_unit", "km/s"), u.km / u.s, "the PV image's velocity axis")
+    return _unit_factor(view_of(ax).get("velocity_unit", "km/s"), u.km / u.s, "the PV image's velocity axis")
 
 
 def _orbit_xy(ds, kind: str, ax, r0: float):
@@ -97,7 +98,7 @@ def _orbit_xy(ds, kind: str, ax, r0: float):
     if kind == "cartesian":  # where top_down puts a pixel at (distance, lon)
         return galactocentric_xy(ds["distance"].values, lon, r0)
     if kind == "polar":
-        scale = _unit_factor(_view(ax).get("distance_unit", "pc"), u.pc, "the wedge's distance axis")
+        scale = _unit_factor(view_of(ax).get("distance_unit", "pc"), u.pc, "the wedge's distance axis")
         r = ds["distance"].values * scale
         low, high = sorted(ax.get_ylim())
         r = np.where((r >= low) & (r <= high), r, np.nan)  # below r_min a polar Axes would fold the line over
@@ -205,7 +206,7 @@ def _check_ppv(cube) -> None:
         raise ValueError(f"the cube has dims {tuple(cube.dims)} and no 'velocity' axis to integrate over; "
                          "pass the PPV cube (lon, lat, velocity) itself, or rename its spectral dim "
                          "to 'velocity'")
-    _check_dims(cube, ("lon", "lat", "velocity"), "PPV cube")
+    check_dims(cube, ("lon", "lat", "velocity"), "PPV cube")
 
 
 def _velocity_weights(edges_kms: np.ndarray, velocity_range) -> np.ndarray:
@@ -238,9 +239,9 @@ def integrated_intensity(cube, velocity_range=None) -> xr.DataArray:
     ``"<data unit> km/s"`` (e.g. ``"K km/s"``).
     """
     _check_ppv(cube)
-    units = _data_units(cube, "PPV cube", density=False)
-    values, v_unit = _axis(cube, "velocity", "PPV cube")
-    velocity = (values * _parse(v_unit, "velocity", "km/s")).to_value(u.km / u.s)
+    units = data_units(cube, "PPV cube", density=False)
+    values, v_unit = axis_values(cube, "velocity", "PPV cube")
+    velocity = (values * parse_plot_unit(v_unit, "velocity", "km/s")).to_value(u.km / u.s)
     order = np.argsort(velocity, kind="stable")
     if np.any(np.diff(velocity[order]) <= 0):
         raise ValueError("PPV cube coordinate 'velocity' has repeated values; "
@@ -250,8 +251,8 @@ def integrated_intensity(cube, velocity_range=None) -> xr.DataArray:
     finite = np.isfinite(data) & (weights > 0)
     moment = np.sum(np.where(finite, data, 0.0) * weights, axis=-1)
     moment[~finite.any(axis=-1)] = np.nan
-    coords = {dim: (dim, _axis(cube, dim, "PPV cube")[0], {"units": "deg"}) for dim in ("lat", "lon")}
-    name = _quantity_name(cube, units, "T_B")
+    coords = {dim: (dim, axis_values(cube, dim, "PPV cube")[0], {"units": "deg"}) for dim in ("lat", "lon")}
+    name = quantity_name(cube, units, "T_B")
     return xr.DataArray(moment, dims=("lat", "lon"), coords=coords,
                         attrs={"units": f"{units} km/s", "long_name": f"∫ {name} dv"})
 
@@ -279,21 +280,21 @@ def lb_map(cube, ax=None, velocity_range=None, orbits=None, landmarks=False, str
     """
     moment = integrated_intensity(cube, velocity_range)
     names = _orbit_names(orbits) if orbits is not None else []  # bad names fail before drawing
-    (lat_edges, lon_edges), _, data = _prepare(moment, ("lat", "lon"), "integrated map")
-    norm = _norm(stretch, data, vmin, vmax, linear_width)
-    ax = _new_axes(ax, polar=False)
-    mesh = ax.pcolormesh(lon_edges, lat_edges, data, norm=norm, cmap=_cmap(cmap), shading="flat", rasterized=True)
+    (lat_edges, lon_edges), _, data = prepare_image(moment, ("lat", "lon"), "integrated map")
+    norm = make_norm(stretch, data, vmin, vmax, linear_width)
+    ax = new_axes(ax, polar=False)
+    mesh = ax.pcolormesh(lon_edges, lat_edges, data, norm=norm, cmap=colormap(cmap), shading="flat", rasterized=True)
     ax.set_xlim(lon_edges[-1], lon_edges[0])  # positive longitude on the left
     ax.set_ylim(lat_edges[0], lat_edges[-1])
     ax.set_aspect("equal")
     ax.set_xlabel("Galactic longitude [deg]")
     ax.set_ylabel("Galactic latitude [deg]")
-    _remember_view(ax, "lb")
+    remember_view(ax, "lb")
     if colorbar:
-        _colorbar(ax, mesh, f"{moment.attrs['long_name']} [{moment.attrs['units']}]")
+        add_colorbar(ax, mesh, f"{moment.attrs['long_name']} [{moment.attrs['units']}]")
     if velocity_range is not None:
         low, high = (v.to_value(u.km / u.s) if isinstance(v, u.Quantity) else float(v) for v in velocity_range)
-        _note(ax, f"v_LSR {low:g} to {high:g} km/s")
+        add_note(ax, f"v_LSR {low:g} to {high:g} km/s")
     if names or landmarks:
         overlay_orbits(ax, names, kind="lb", landmarks=landmarks, observer_distance=observer_distance,
                        legend=bool(names))

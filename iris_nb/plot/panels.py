@@ -6,8 +6,9 @@ import astropy.units as u
 import numpy as np
 import xarray as xr
 
-from ._common import _axis, _check_dims, _cmap, _data_units, _norm, _panels, _parse, _prepare, _quantity_name
-from .maps import _draw_top_down, _observer_distance, pv_image, top_down
+from ._common import (axis_values, check_dims, colormap, data_units, make_norm, make_panels, parse_plot_unit,
+                      prepare_image, quantity_name)
+from .maps import draw_top_down, pv_image, top_down, top_down_observer_distance
 
 __all__ = ["ensemble", "truth_vs_prediction", "consistency"]
 
@@ -32,15 +33,15 @@ def ensemble(ds, kind="polar", stretch="asinh", cmap="inferno", std_cmap="viridi
     mean = mean if mean.attrs.get("units") else mean.assign_attrs(units=fallback)
     std = std if std.attrs.get("units") else std.assign_attrs(units=mean.attrs.get("units"))
     for name, da in (("mean", mean), ("std", std)):
-        _check_dims(da, ("distance", "lon"), f"ensemble '{name}'")
-        _data_units(da, f"ensemble '{name}'", density=True)
-        _prepare(da, ("distance", "lon"), f"ensemble '{name}'")  # coordinates checked before drawing
-    fig, (mean_ax, std_ax) = _panels([kind, kind], figsize)
+        check_dims(da, ("distance", "lon"), f"ensemble '{name}'")
+        data_units(da, f"ensemble '{name}'", density=True)
+        prepare_image(da, ("distance", "lon"), f"ensemble '{name}'")  # coordinates checked before drawing
+    fig, (mean_ax, std_ax) = make_panels([kind, kind], figsize)
     r0 = observer_distance if observer_distance is not None else ds.attrs.get("observer_distance")
     top_down(mean, kind=kind, ax=mean_ax, stretch=stretch, cmap=cmap, title="ensemble mean", observer_distance=r0)
     top_down(std, kind=kind, ax=std_ax, stretch="linear", cmap=std_cmap, vmin=0.0, title="ensemble std",
              observer_distance=r0)
-    std_ax.collections[0].colorbar.set_label(f"σ({_quantity_name(std, std.attrs['units'], 'ρ_H2')}) "
+    std_ax.collections[0].colorbar.set_label(f"σ({quantity_name(std, std.attrs['units'], 'ρ_H2')}) "
                                              f"[{std.attrs['units']}]")
     if title is not None:
         fig.suptitle(title)
@@ -56,19 +57,20 @@ def truth_vs_prediction(truth, prediction, kind="polar", stretch="asinh", cmap="
     differ (mass densities only).  The residual uses a diverging colormap with limits
     symmetric about 0.  Returns the Figure with the three maps as ``fig.axes[0:3]``.
     """
-    _check_dims(truth, ("distance", "lon"), "truth")
-    _check_dims(prediction, ("distance", "lon"), "prediction")
-    units = _data_units(truth, "truth", density=True)
-    pred_units = _data_units(prediction, "prediction", density=True)
+    check_dims(truth, ("distance", "lon"), "truth")
+    check_dims(prediction, ("distance", "lon"), "prediction")
+    units = data_units(truth, "truth", density=True)
+    pred_units = data_units(prediction, "prediction", density=True)
     try:
-        scale = (1.0 * _parse(pred_units, "prediction", "Msun/pc3")).to_value(_parse(units, "truth", "Msun/pc3"))
+        scale = (1.0 * parse_plot_unit(pred_units, "prediction", "Msun/pc3")).to_value(
+            parse_plot_unit(units, "truth", "Msun/pc3"))
     except u.UnitConversionError:
         raise ValueError(f"prediction is in {pred_units!r} and truth in {units!r}; "
                          "convert one to the other's unit first") from None
     prediction = (prediction * scale).assign_attrs({**prediction.attrs, "units": units})
     for dim in ("distance", "lon"):  # put the prediction's pixels in the truth's order
-        a, _ = _axis(truth, dim, "truth")
-        b, _ = _axis(prediction, dim, "prediction")
+        a, _ = axis_values(truth, dim, "truth")
+        b, _ = axis_values(prediction, dim, "prediction")
         if a.shape != b.shape or not np.allclose(np.sort(a), np.sort(b), rtol=1e-6, atol=1e-9):
             raise ValueError(f"truth and prediction have different '{dim}' pixels ({a.size} vs {b.size} values); "
                              "regrid one onto the other first")
@@ -76,19 +78,19 @@ def truth_vs_prediction(truth, prediction, kind="polar", stretch="asinh", cmap="
         prediction = prediction.isel({dim: index}).assign_coords({dim: truth[dim]})
     prediction = prediction.transpose(*truth.dims)
     residual = (prediction - truth).assign_attrs(units=units, long_name="prediction − truth")
-    norm = _norm(stretch, np.stack([truth.values, prediction.values]))
+    norm = make_norm(stretch, np.stack([truth.values, prediction.values]))
     limit = float(np.nanmax(np.abs(residual.values))) if np.any(np.isfinite(residual.values)) else 1.0
-    res_norm = _norm("linear", np.ma.masked_invalid(residual.values), -limit, limit)
-    r0 = _observer_distance(truth, observer_distance)
-    prepared = [_prepare(da, ("distance", "lon"), name)
+    res_norm = make_norm("linear", np.ma.masked_invalid(residual.values), -limit, limit)
+    r0 = top_down_observer_distance(truth, observer_distance)
+    prepared = [prepare_image(da, ("distance", "lon"), name)
                 for da, name in ((truth, "truth"), (prediction, "prediction"), (residual, "residual"))]
-    fig, axes = _panels([kind] * 3, figsize)
+    fig, axes = make_panels([kind] * 3, figsize)
     for ax, da, name, ready, panel_norm, panel_cmap in (
             (axes[0], truth, "truth", prepared[0], norm, cmap),
             (axes[1], prediction, "prediction", prepared[1], norm, cmap),
             (axes[2], residual, "residual", prepared[2], res_norm, residual_cmap)):
-        label = f"{_quantity_name(da, units, 'ρ_H2')} [{units}]"
-        _draw_top_down(ax, ready, kind, panel_norm, _cmap(panel_cmap), label, r0, True)
+        label = f"{quantity_name(da, units, 'ρ_H2')} [{units}]"
+        draw_top_down(ax, ready, kind, panel_norm, colormap(panel_cmap), label, r0, True)
         ax.set_title(name)
     if title is not None:
         fig.suptitle(title)
@@ -112,8 +114,8 @@ def consistency(ds, stretch="asinh", cmap="inferno", residual_cmap="RdBu_r", fig
         raise ValueError(f"the Dataset lacks {missing}: revert with a two-output model "
                          "(Reverter(grid, outputs=('density', 'velocity')) or a RIM) gives them")
     for name in ("pv", "pv_model", "pv_residual"):
-        _check_dims(ds[name], ("lon", "velocity"), f"'{name}'", " (select one image of a stack first)")
-    fig, axes = _panels(["pv", "pv", "pv"], figsize or (15, 4.2))
+        check_dims(ds[name], ("lon", "velocity"), f"'{name}'", " (select one image of a stack first)")
+    fig, axes = make_panels(["pv", "pv", "pv"], figsize or (15, 4.2))
     both = np.concatenate([np.ravel(ds["pv"].values), np.ravel(ds["pv_model"].values)])
     low, high = float(np.nanmin(both)), float(np.nanmax(both))
     pv_image(ds["pv"], ax=axes[0], stretch=stretch, cmap=cmap, vmin=low, vmax=high, title="observed")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from matplotlib.ticker import MaxNLocator
 import numpy as np
 
-from ._common import _new_axes
+from ._common import new_axes
 
 __all__ = ["loss_curves"]
 
@@ -39,7 +39,7 @@ def loss_curves(train_losses, validation_losses=None, learning_rates=None, ax=No
             raise ValueError(f"{name} has {values.size} values but epochs has {x.size}; give one value per epoch")
     if not any(np.any(values[np.isfinite(values)] > 0) for _, values, _ in series):
         raise ValueError("no positive finite loss to draw on a log axis; check the loss values")
-    ax = _new_axes(ax, polar=False)
+    ax = new_axes(ax, polar=False)
     handles = []
     for name, values, style in series:
         xs = np.arange(1, values.size + 1) if x is None else x

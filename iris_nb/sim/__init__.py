@@ -29,6 +29,7 @@ from .fields import (
     validate_field,
 )
 from .litter import LITTER_PARAMETERS, Litter, far_side_litter, litter_grid, make_litter, near_side_litter
+from .litter_config import LitterConfig
 from .noise import Noise, NoiseConfig
 from .molecule import Molecule
 from .observers import LineObserver, SimpleObserver
@@ -47,6 +48,7 @@ __all__ = [
     "LineObserver",
     "Molecule",
     "Litter",
+    "LitterConfig",
     "Noise",
     "NoiseConfig",
     "SimpleObserver",

@@ -76,7 +76,7 @@ import xarray as xr
 from .._files import ConfigFiles, check_fields
 from ..grids import get_grid
 from .augment_geometry import galactic_centre, keep_mass, reflex_velocity, resample, skew_factor, smooth_velocity
-from .fields import FIELD_DIMS, FIELD_UNITS, _unit_factor, validate_field
+from .fields import FIELD_DIMS, FIELD_UNITS, unit_factor, validate_field
 from .turbulence import gaussian_random_field, lognormal_factor
 
 __all__ = ["FieldAugmentation", "MAX_SIZE_FACTOR", "as_augmentation", "augmentation_seed", "observer_jitter"]
@@ -291,7 +291,7 @@ class FieldAugmentation(ConfigFiles):
         values = {n: np.asarray(out[n].values, dtype=np.float32) for n in names}
         moved = "size" in draws or "shift_distance" in draws
         if moved or self.velocity_smoothing > 0:
-            to_kms = _unit_factor("velocity_los", out["velocity_los"].attrs.get("units"))
+            to_kms = unit_factor("velocity_los", out["velocity_los"].attrs.get("units"))
             reflex = reflex_velocity(grid)
             gas = np.asarray(out["velocity_los"].values, dtype=np.float32) * np.float32(to_kms) - reflex
             if moved:

@@ -40,91 +40,99 @@ from ..grids import Grid
 from .cmz_geometry import DustLanes, Ring
 from .fields import field_from_arrays
 from .kinematics import line_of_sight_velocity
-from .parameters import draw_parameters
+from .parameters import ParameterTable
 from .turbulence import gaussian_random_field
 
 __all__ = ["CMZ_PARAMETERS", "VELOCITY_SPECTRUM_SLOPE", "draw_cmz_parameters", "make_cmz"]
 
-CMZ_PARAMETERS = {
-    "density_scale": (0.25, 1.0, "overall factor multiplying every density, as in the IRIS paper", ""),
-    "ring_semi_major": (105.0, 135.0, "semi-major axis a of the x2 ring (Sgr B2 and Sgr C lie ~100 and "
-                        "~80 pc from Sgr A* in projection)", "pc"),
-    "ring_axis_ratio": (0.5, 0.8, "minor over major axis b / a of the ring", ""),
-    "ring_bar_angle": (70.0, 110.0, "angle from the bar's major axis to the ring's major axis: x2 "
-                       "orbits are elongated across the bar (ring_angle = bar_angle + this, unless "
-                       "ring_angle is given)", "deg"),
-    "ring_coverage": (0.6, 1.3, "fraction of the ring's orbit holding gas: >= 1 a closed ring, less an "
-                      "open stream with a gap", ""),
-    "ring_gap_phase": (0.0, 360.0, "eccentric anomaly of the middle of the stream's gap", "deg"),
-    "ring_lopsidedness": (0.0, 0.6, "m = 1 asymmetry: ring and cloud densities vary as "
-                          "1 + lopsidedness cos(E - ring_lopsided_phase) along the orbit", ""),
-    "ring_lopsided_phase": (0.0, 360.0, "eccentric anomaly where the ring is densest", "deg"),
-    "ring_speed": (80.0, 120.0, "mean orbital speed on the ring (fastest at the minor-axis ends)", "km/s"),
-    "ring_width": (5.0, 15.0, "Gaussian sigma of the ring's in-plane cross-section", "pc"),
-    "ring_density": (60.0, 200.0, "total gas density on the ring's mid-line", "solMass / pc3"),
-    "ring_twist": (0.0, 15.0, "amplitude of the ring mid-plane's vertical oscillation "
-                   "z = twist sin(2 E + phase), twice per orbit", "pc"),
-    "ring_twist_phase": (0.0, 360.0, "phase of the ring's vertical oscillation", "deg"),
-    "latitude_offset": (-0.10, 0.02, "latitude of the CMZ mid-plane seen from the Sun (the real "
-                        "centroid is near b = -0.05 deg): every structure is shifted by R0 tan(b)", "deg"),
-    "scale_height": (10.0, 30.0, "Gaussian sigma of the vertical profile of ring, clouds and lanes", "pc"),
-    "bar_angle": (20.0, 30.0, "angle of the bar's major axis from the GC -> Sun line (near end at "
-                  "positive longitude)", "deg"),
-    "lane_start": (200.0, 300.0, "Galactocentric radius where the dust lanes begin", "pc"),
-    "lane_offset": (-30.0, 30.0, "sideways shift of the lane start, perpendicular to the bar", "pc"),
-    "lane_speed": (100.0, 200.0, "inflow speed of the gas along the dust lanes", "km/s"),
-    "lane_width": (4.0, 12.0, "Gaussian sigma of the lanes' cross-section", "pc"),
-    "lane_density": (0.1, 0.5, "lane mid-line density as a fraction of ring_density", ""),
-    "cloud_count": (5, 30, "number of dense clouds on the ring (integer)", ""),
-    "cloud_contrast": (2.0, 8.0, "largest cloud peak density over ring_density (each cloud draws "
-                       "0.3-1 times it)", ""),
-    "cloud_radius": (2.0, 8.0, "largest Gaussian sigma of a cloud (each cloud draws 0.4-1 times it)", "pc"),
-    "diffuse_density": (0.5, 5.0, "central density of the diffuse exponential disc", "solMass / pc3"),
-    "diffuse_scale_length": (80.0, 200.0, "radial exponential scale length of the diffuse disc", "pc"),
-    "diffuse_height": (25.0, 50.0, "Gaussian sigma of the diffuse disc's vertical profile", "pc"),
-    "turbulence_sigma": (0.5, 1.5, "standard deviation of ln(density) of the log-normal turbulence", ""),
-    "turbulence_slope": (3.0, 4.0, "beta of the 3D power spectrum P(k) ~ k^-beta of ln(density) "
-                         "(a 2D slice has k^-(beta - 1))", ""),
-    "velocity_dispersion": (3.0, 15.0, "standard deviation of the turbulent line-of-sight velocity", "km/s"),
-    "turbulent_b": (3.0, 10.0, "microturbulent Doppler parameter of motions below the grid scale "
-                    "(the field's turbulent_b; b = sqrt(2) sigma)", "km/s"),
-    "molecular_density": (1.0, 5.0, "density at which gas is half molecular (x_h2 = 0.25), half-way "
-                          "between the two temperatures and has half its CO", "solMass / pc3"),
-    "temperature_dense": (15.0, 35.0, "kinetic temperature of dense gas (set so that 13CO(2-1) peaks "
-                          "bracket the survey's; see family_summary)", "K"),
-    "temperature_diffuse": (60.0, 250.0, "kinetic temperature of diffuse gas (at least temperature_dense)", "K"),
-    "tracer_abundance": (2.5e-6, 6e-6, "13CO per H2 in dense gas (CO/H2 = 1e-4 over 12C/13C = 25 "
-                         "gives 4e-6)", ""),
-    "dust_temperature": (18.0, 30.0, "dust temperature in dense gas (diffuse dust up to 20% warmer)", "K"),
-}
-"""name -> (low, high, description, unit) of every :func:`make_cmz` parameter."""
+CMZ_PARAMETERS = ParameterTable.parse("""
+    name                 | low     | high  | kind | unit          | description
+    density_scale        | 0.25    | 1.0   | >=0  |               | overall factor multiplying every density, as in
+                         |         |       |      |               | the IRIS paper
+    ring_semi_major      | 105.0   | 135.0 | >0   | pc            | semi-major axis a of the x2 ring (Sgr B2 and Sgr C
+                         |         |       |      |               | lie ~100 and ~80 pc from Sgr A* in projection)
+    ring_axis_ratio      | 0.5     | 0.8   | >=0  |               | minor over major axis b / a of the ring
+    ring_bar_angle       | 70.0    | 110.0 | any  | deg           | angle from the bar's major axis to the ring's
+                         |         |       |      |               | major axis: x2 orbits are elongated across the bar
+                         |         |       |      |               | (ring_angle = bar_angle + this, unless ring_angle
+                         |         |       |      |               | is given)
+    ring_coverage        | 0.6     | 1.3   | >0   |               | fraction of the ring's orbit holding gas: >= 1 a
+                         |         |       |      |               | closed ring, less an open stream with a gap
+    ring_gap_phase       | 0.0     | 360.0 | any  | deg           | eccentric anomaly of the middle of the stream's
+                         |         |       |      |               | gap
+    ring_lopsidedness    | 0.0     | 0.6   | >=0  |               | m = 1 asymmetry: ring and cloud densities vary as
+                         |         |       |      |               | 1 + lopsidedness cos(E - ring_lopsided_phase)
+                         |         |       |      |               | along the orbit
+    ring_lopsided_phase  | 0.0     | 360.0 | any  | deg           | eccentric anomaly where the ring is densest
+    ring_speed           | 80.0    | 120.0 | >=0  | km/s          | mean orbital speed on the ring (fastest at the
+                         |         |       |      |               | minor-axis ends)
+    ring_width           | 5.0     | 15.0  | >0   | pc            | Gaussian sigma of the ring's in-plane
+                         |         |       |      |               | cross-section
+    ring_density         | 60.0    | 200.0 | >=0  | solMass / pc3 | total gas density on the ring's mid-line
+    ring_twist           | 0.0     | 15.0  | >=0  | pc            | amplitude of the ring mid-plane's vertical
+                         |         |       |      |               | oscillation z = twist sin(2 E + phase), twice per
+                         |         |       |      |               | orbit
+    ring_twist_phase     | 0.0     | 360.0 | any  | deg           | phase of the ring's vertical oscillation
+    latitude_offset      | -0.1    | 0.02  | any  | deg           | latitude of the CMZ mid-plane seen from the Sun
+                         |         |       |      |               | (the real centroid is near b = -0.05 deg): every
+                         |         |       |      |               | structure is shifted by R0 tan(b)
+    scale_height         | 10.0    | 30.0  | >0   | pc            | Gaussian sigma of the vertical profile of ring,
+                         |         |       |      |               | clouds and lanes
+    bar_angle            | 20.0    | 30.0  | any  | deg           | angle of the bar's major axis from the GC -> Sun
+                         |         |       |      |               | line (near end at positive longitude)
+    lane_start           | 200.0   | 300.0 | >0   | pc            | Galactocentric radius where the dust lanes begin
+    lane_offset          | -30.0   | 30.0  | any  | pc            | sideways shift of the lane start, perpendicular to
+                         |         |       |      |               | the bar
+    lane_speed           | 100.0   | 200.0 | >=0  | km/s          | inflow speed of the gas along the dust lanes
+    lane_width           | 4.0     | 12.0  | >0   | pc            | Gaussian sigma of the lanes' cross-section
+    lane_density         | 0.1     | 0.5   | >=0  |               | lane mid-line density as a fraction of
+                         |         |       |      |               | ring_density
+    cloud_count          | 5       | 30    | int  |               | number of dense clouds on the ring (integer)
+    cloud_contrast       | 2.0     | 8.0   | >=0  |               | largest cloud peak density over ring_density (each
+                         |         |       |      |               | cloud draws 0.3-1 times it)
+    cloud_radius         | 2.0     | 8.0   | >0   | pc            | largest Gaussian sigma of a cloud (each cloud
+                         |         |       |      |               | draws 0.4-1 times it)
+    diffuse_density      | 0.5     | 5.0   | >=0  | solMass / pc3 | central density of the diffuse exponential disc
+    diffuse_scale_length | 80.0    | 200.0 | >0   | pc            | radial exponential scale length of the diffuse
+                         |         |       |      |               | disc
+    diffuse_height       | 25.0    | 50.0  | >0   | pc            | Gaussian sigma of the diffuse disc's vertical
+                         |         |       |      |               | profile
+    turbulence_sigma     | 0.5     | 1.5   | >=0  |               | standard deviation of ln(density) of the
+                         |         |       |      |               | log-normal turbulence
+    turbulence_slope     | 3.0     | 4.0   | any  |               | beta of the 3D power spectrum P(k) ~ k^-beta of
+                         |         |       |      |               | ln(density) (a 2D slice has k^-(beta - 1))
+    velocity_dispersion  | 3.0     | 15.0  | >=0  | km/s          | standard deviation of the turbulent line-of-sight
+                         |         |       |      |               | velocity
+    turbulent_b          | 3.0     | 10.0  | >=0  | km/s          | microturbulent Doppler parameter of motions below
+                         |         |       |      |               | the grid scale (the field's turbulent_b; b =
+                         |         |       |      |               | sqrt(2) sigma)
+    molecular_density    | 1.0     | 5.0   | >0   | solMass / pc3 | density at which gas is half molecular (x_h2 =
+                         |         |       |      |               | 0.25), half-way between the two temperatures and
+                         |         |       |      |               | has half its CO
+    temperature_dense    | 15.0    | 35.0  | >0   | K             | kinetic temperature of dense gas (set so that
+                         |         |       |      |               | 13CO(2-1) peaks bracket the survey's; see
+                         |         |       |      |               | family_summary)
+    temperature_diffuse  | 60.0    | 250.0 | >0   | K             | kinetic temperature of diffuse gas (at least
+                         |         |       |      |               | temperature_dense)
+    tracer_abundance     | 2.5e-06 | 6e-06 | >=0  |               | 13CO per H2 in dense gas (CO/H2 = 1e-4 over
+                         |         |       |      |               | 12C/13C = 25 gives 4e-6)
+    dust_temperature     | 18.0    | 30.0  | >0   | K             | dust temperature in dense gas (diffuse dust up to
+                         |         |       |      |               | 20% warmer)
+""")
+"""name -> (low, high, description, unit) of every :func:`make_cmz` parameter, in drawing order; a
+:class:`~iris_nb.sim.parameters.ParameterTable` whose ``kinds`` say what an explicit value may be."""
 
 VELOCITY_SPECTRUM_SLOPE = 4.0
 """Slope of the 3D power spectrum of the turbulent velocity (Burgers-like, supersonic)."""
 
-_INTEGER = {"cloud_count"}
-_ANY_SIGN = {"ring_angle", "ring_bar_angle", "ring_twist_phase", "bar_angle", "lane_offset", "turbulence_slope",
-             "ring_gap_phase", "ring_lopsided_phase", "latitude_offset"}
-_POSITIVE = {"ring_semi_major", "ring_width", "ring_coverage", "scale_height", "lane_start", "lane_width", "cloud_radius",
-             "diffuse_scale_length", "diffuse_height", "molecular_density", "temperature_dense",
-             "temperature_diffuse", "dust_temperature"}
 _CHUNK_CELLS = 1 << 21  # cells per block of distance rows (8 MB per float32 temporary)
 
 
 def _check_value(name: str, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise TypeError(f"make_cmz parameter {name}={value!r} must be a finite real number")
-    if name in _INTEGER:
-        if int(value) != value or value < 0:
-            raise ValueError(f"make_cmz parameter {name}={value!r} must be a non-negative integer")
-        return int(value)
-    value = float(value)
-    if name in _POSITIVE and value <= 0:
-        raise ValueError(f"make_cmz parameter {name}={value!r} must be > 0 "
-                         f"(typical range {CMZ_PARAMETERS[name][:2]})")
-    if name not in _ANY_SIGN and name not in _POSITIVE and value < 0:
-        raise ValueError(f"make_cmz parameter {name}={value!r} must be >= 0 "
-                         f"(typical range {CMZ_PARAMETERS[name][:2]})")
+    """An explicit make_cmz parameter, checked by its kind in the table and by its own limits."""
+    if name == "ring_angle":  # derived (bar_angle + ring_bar_angle), so not in the table: any angle
+        return CMZ_PARAMETERS.check(name, value, "make_cmz", kind="any")
+    value = CMZ_PARAMETERS.check(name, value, "make_cmz")
     if name == "ring_axis_ratio" and value > 1:
         raise ValueError(f"ring_axis_ratio={value} must be <= 1 (b / a of the ring)")
     if name == "ring_lopsidedness" and value >= 1:
@@ -145,7 +153,7 @@ def draw_cmz_parameters(rng: np.random.Generator, **params) -> dict:
     explicit value, which then sets ``ring_bar_angle``).
     """
     ring_angle = params.pop("ring_angle", None)
-    drawn = draw_parameters(rng, CMZ_PARAMETERS, _INTEGER, params, "make_cmz", _check_value)
+    drawn = CMZ_PARAMETERS.draw(rng, params, "make_cmz", _check_value)
     if ring_angle is None:
         drawn["ring_angle"] = drawn["bar_angle"] + drawn["ring_bar_angle"]
     else:
@@ -296,7 +304,7 @@ def _fill_block(out, maps, block, d, lat, boxes, p):
     dust *= f32(p["dust_temperature"])
 
 
-def _latitude_groups(grid: Grid) -> list:
+def latitude_groups(grid: Grid) -> list:
     """Latitude runs ``[(b0, b1), ...]`` per group sharing one in-plane evaluation, with its cos b."""
     lat = grid.lat.centers()
     shift = grid.distance.stop * (1.0 - np.cos(np.radians(lat))) / grid.distance.step
@@ -382,7 +390,7 @@ def make_cmz(grid: Grid, seed: int = 0, **params):
         out[name] = np.empty(shape, np.float32)
 
     groups = []
-    for cos_g, runs in _latitude_groups(grid):
+    for cos_g, runs in latitude_groups(grid):
         x = (d[:, None] * cos_g) * np.sin(np.radians(lon))[None, :]
         y = (d[:, None] * cos_g) * np.cos(np.radians(lon))[None, :] - r0
         groups.append((_plane_maps(x, y, r0, ring, lanes, p), runs))

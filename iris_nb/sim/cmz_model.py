@@ -27,8 +27,6 @@ offset, the density-dependent temperature, H2 fraction and abundance) is the for
 from __future__ import annotations
 
 import math
-import numbers
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -36,8 +34,9 @@ import scipy.fft
 import torch
 
 from ..grids import Grid, get_grid
-from .cmz import VELOCITY_SPECTRUM_SLOPE, _latitude_groups, draw_cmz_parameters, draw_structure
-from .kinematics import SUN_CIRCULAR_VELOCITY
+from .cmz import VELOCITY_SPECTRUM_SLOPE, draw_cmz_parameters, draw_structure, latitude_groups
+from .cmz_planes import plane_maps
+from .engine import as_seeds, existing_device, free_memory, torch_seed
 
 __all__ = ["CMZModel", "FIELD_VARIABLES"]
 
@@ -50,74 +49,6 @@ _CELL_BUDGET = {"cpu": 1 << 19, "gpu": 1 << 25}  # cells of one sub-batch (CPU: 
 
 def _cell_budget(device: torch.device) -> int:
     return _CELL_BUDGET["cpu" if device.type == "cpu" else "gpu"]
-_NEWTON_STEPS = 3  # on the distance to a lane's Bezier curve (worst error 0.05 pc within 6 widths)
-
-
-def _torch_seed(sequence: np.random.SeedSequence) -> int:
-    words = sequence.generate_state(2, dtype=np.uint32)
-    return int((int(words[0]) << 32 | int(words[1])) % 2**63)
-
-
-def _as_seeds(seeds) -> list[int]:
-    if isinstance(seeds, (numbers.Integral, np.integer)) and not isinstance(seeds, bool):
-        raise TypeError(f"seeds must be a list of non-negative integers (one per sample), got the single integer "
-                        f"{seeds!r}; write [{seeds}]")
-    if isinstance(seeds, torch.Tensor):
-        seeds = seeds.detach().cpu().reshape(-1).tolist()
-    elif isinstance(seeds, np.ndarray):
-        seeds = seeds.reshape(-1).tolist()
-    if not isinstance(seeds, (list, tuple, range)):
-        raise TypeError(f"seeds must be a list, tuple, range, numpy array or tensor of non-negative integers, got "
-                        f"{type(seeds).__name__}")
-    out = []
-    for i, seed in enumerate(seeds):
-        if isinstance(seed, bool) or not isinstance(seed, (numbers.Integral, np.integer)) or seed < 0:
-            raise TypeError(f"seed {i} of the list is {seed!r}; every seed must be a non-negative integer")
-        out.append(int(seed))
-    if not out:
-        raise ValueError("seeds is empty; give at least one seed")
-    return out
-
-
-def resolve_device(device) -> torch.device:
-    """``device`` as a :class:`torch.device` that exists here, or a clear error."""
-    try:
-        device = torch.device("cpu" if device is None else device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"device {device!r} is not a torch device ({err}); use 'cpu', 'cuda' or 'cuda:0'") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r} asked for, but this machine has no CUDA GPU visible to torch; "
-                             "use device='cpu'")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r} does not exist: this machine has {torch.cuda.device_count()} "
-                             f"CUDA device(s), cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
-    elif device.type == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise ValueError("device 'mps' asked for, but MPS is not available here; use device='cpu'")
-    elif device.type != "cpu":
-        raise ValueError(f"device {str(device)!r} is not supported by the gas model; use 'cpu' or 'cuda'")
-    return device
-
-
-def free_memory(device: torch.device) -> int | None:
-    """Bytes the device can still give (CUDA: free memory; CPU: available RAM), or None if unknown."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    if device.type == "cpu":
-        try:
-            with open("/proc/meminfo") as handle:
-                for line in handle:
-                    if line.startswith("MemAvailable:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        try:
-            return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-        except (ValueError, OSError, AttributeError):
-            return None
-    return None
 
 
 _KEYS = ("ring_a", "ring_b", "major_x", "major_y", "minor_x", "minor_y", "omega", "twist", "twist_phase",
@@ -139,8 +70,8 @@ class _Sample:
         begin, control, end = drawn.lanes.bezier  # B(t) = P0 + 2 t A + t^2 C
         a_vec, c_vec = control - begin, begin - 2 * control + end
         self.boxes = drawn.boxes
-        self.density_seed = _torch_seed(streams[2])
-        self.velocity_seed = _torch_seed(streams[3])
+        self.density_seed = torch_seed(streams[2])
+        self.velocity_seed = torch_seed(streams[3])
         values = {"ring_a": ring.a, "ring_b": ring.b, "major_x": ring.major[0], "major_y": ring.major[1],
                   "minor_x": ring.minor[0], "minor_y": ring.minor[1], "omega": ring.omega, "twist": ring.twist,
                   "twist_phase": ring.twist_phase, "coverage": ring.coverage, "gap_phase": ring.gap_phase,
@@ -178,7 +109,7 @@ class CMZModel:
         mid = 0.5 * (self.grid.distance.start + self.grid.distance.stop)
         self._spacing = (self.grid.distance.step, math.radians(self.grid.lon.step) * mid,
                          math.radians(self.grid.lat.step) * mid)
-        self._groups = _latitude_groups(self.grid)
+        self._groups = latitude_groups(self.grid)
         self._cache: dict = {}
 
     def __getstate__(self) -> dict:
@@ -193,7 +124,7 @@ class CMZModel:
     # ------------------------------------------------------------------ draws
     def parameters(self, seeds) -> list[dict]:
         """The parameter dicts of ``seeds``: identical to ``make_cmz``'s for the same seeds."""
-        return [_Sample(self.grid, s, self.fixed).p for s in _as_seeds(seeds)]
+        return [_Sample(self.grid, s, self.fixed).p for s in as_seeds(seeds)]
 
     def bytes_per_sample(self) -> int:
         """Peak device memory one sample of a sub-batch needs while it is built (bytes)."""
@@ -203,7 +134,7 @@ class CMZModel:
     def check_memory(self, batch: int, device) -> None:
         """Raise ``MemoryError`` (saying how much is needed and what to lower) when a batch of
         ``batch`` fields and the work space to build them do not fit on ``device``."""
-        device = resolve_device(device)
+        device = existing_device(device)
         cells = int(np.prod(self.shape))
         sub = max(1, min(batch, _cell_budget(device) // max(cells, 1)))
         need = batch * cells * 4 * (len(FIELD_VARIABLES)) + sub * cells * 4 * _TEMPORARIES
@@ -306,8 +237,8 @@ class CMZModel:
             ``x_h2``, ``x_tracer``, ``temperature_dust`` (K) as ``(B, distance, lon, lat)`` and
             ``turbulent_b`` (km/s) as ``(B, 1, 1, 1)``: what the observers take.
         """
-        seeds = _as_seeds(seeds)
-        device = resolve_device(device)
+        seeds = as_seeds(seeds)
+        device = existing_device(device)
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(f"dtype must be a floating torch dtype, got {dtype!r}")
         self.check_memory(len(seeds), device)
@@ -366,58 +297,6 @@ class CMZModel:
         return self.field(seed)
 
     # ------------------------------------------------------------------ the physics, batched
-    @staticmethod
-    def _plane_maps(q, x, y, ux, uy) -> dict:
-        """In-plane structure densities and LOS velocities, ``(b, distance, lon)`` each.
-
-        ``q(key)`` is the sub-batch's column ``key`` as ``(b, 1, 1)``; ``x, y`` the in-plane
-        positions (pc) and ``ux, uy`` the in-plane line-of-sight unit vector, ``(distance, lon)``.
-        """
-        # the ring (cmz_geometry.Ring.evaluate)
-        a, b = q("ring_a"), q("ring_b")
-        m0, m1, n0, n1 = q("major_x"), q("major_y"), q("minor_x"), q("minor_y")
-        xp, yp = x * m0 + y * m1, x * n0 + y * n1
-        u, v = xp / a, yp / b
-        s_ = torch.sqrt(u * u + v * v)
-        grad = torch.sqrt((u / a) ** 2 + (v / b) ** 2) / s_.clamp_min(1e-12)
-        gap = (s_ - 1.0) / grad.clamp_min(1e-12)
-        anomaly = torch.atan2(v, u)
-        modulation = 1.0 + q("lopsidedness") * torch.cos(anomaly - q("lopsided_phase"))
-        coverage = q("coverage")
-        wrapped = anomaly - q("gap_phase")
-        from_gap = torch.atan2(torch.sin(wrapped), torch.cos(wrapped)).abs()
-        taper = ((from_gap - (1.0 - coverage) * math.pi) / 0.3 + 0.5).clamp(0.0, 1.0)
-        modulation = modulation * torch.where(coverage < 1.0, taper, torch.ones_like(taper))
-        ring = q("ring_density") * torch.exp(-0.5 * (gap / q("ring_width")) ** 2) * modulation
-        ring_z = q("twist") * torch.sin(2.0 * anomaly + q("twist_phase"))
-        omega = q("omega")
-        vxp, vyp = -omega * (a / b) * yp, omega * (b / a) * xp
-        rvx, rvy = vxp * m0 + vyp * n0, vxp * m1 + vyp * n1
-
-        # the two lanes: lane 2 is lane 1 turned by 180 deg, so its distance at p is lane 1's at -p
-        width = q("lane_width")
-        one, two = _lane(q, torch.stack([x, -x]).unsqueeze(1), torch.stack([y, -y]).unsqueeze(1))
-        first = one[0] <= two[0]
-        dist2 = torch.where(first, one[0], two[0])
-        near = dist2 < (6.0 * width) ** 2
-        fade = torch.where(first, one[1], two[1])
-        lane = torch.where(near, q("lane_density") * q("ring_density") * fade * torch.exp(-0.5 * dist2 / width ** 2),
-                           0.0)
-        lvx = torch.where(near, torch.where(first, one[2], -two[2]), 0.0)
-        lvy = torch.where(near, torch.where(first, one[3], -two[3]), 0.0)
-
-        radius = torch.sqrt(x * x + y * y)
-        speed = q("ring_speed") * torch.clamp(radius / q("ring_semi_major"), max=1.0)
-        inv_r = 1.0 / radius.clamp_min(1e-9)
-        diffuse = q("diffuse_density") * torch.exp(-radius / q("diffuse_scale_length"))
-
-        def vlos(vx, vy):
-            return (vx - SUN_CIRCULAR_VELOCITY) * ux + vy * uy
-
-        return {"ring": ring, "ring_z": ring_z, "lane": lane, "diffuse": diffuse,
-                "v_ring": vlos(rvx, rvy), "v_lane": vlos(lvx, lvy),
-                "v_diffuse": vlos(-speed * y * inv_r, speed * x * inv_r)}
-
     def _build(self, samples, device, out: dict, start: int) -> None:
         """Write the gas of a sub-batch into ``out[name][start:start + b]`` (float32 on ``device``)."""
         groups, z_all, cos_all = self._geometry(device)
@@ -439,7 +318,7 @@ class CMZModel:
         ring_c = math.sqrt(0.5) / h  # exp(-((z - z_ring) ring_c)^2) is the ring's vertical profile
         density_factor = q4("density_scale") * torch.exp(-0.5 * sigma * sigma)
         for (x, y, ux, uy), runs in groups:
-            maps = {k: v.unsqueeze(-1) for k, v in self._plane_maps(q, x, y, ux, uy).items()}
+            maps = {k: v.unsqueeze(-1) for k, v in plane_maps(q, x, y, ux, uy).items()}
             ring_z = maps["ring_z"] * ring_c
             lane_v, diffuse_v = maps["lane"] * maps["v_lane"], maps["diffuse"] * maps["v_diffuse"]
             for b0, b1 in runs:
@@ -479,32 +358,3 @@ class CMZModel:
                 r2 = dx * dx + dy * dy + dz * dz
                 w_ring[i, cd0:cd1, l0:l1, j0 - b0:j1 - b0] += r2.mul_(-0.5 / (rc * rc)).exp_().mul_(peak)
 
-
-def _lane(q, x, y):
-    """Squared distance to lane 1's Bezier curve, fade and flow velocity at in-plane points.
-
-    ``B(t) = P0 + 2 t A + t^2 C``, ``t`` in [0, 1] from the lane's start to the ring: the
-    projection on the chord, then :data:`_NEWTON_STEPS` Newton steps on ``(B - p) . B' = 0``.  ``x, y``
-    are ``(n, 1, distance, lon)`` (lane 2 is lane 1 at ``-p``: pass both stacked); returns the
-    tuples ``(dist2, fade, vx, vy)`` of each of the ``n``, ``(b, distance, lon)`` tensors; the fade
-    is ``min(1, t / 0.15)`` and the velocity ``speed B'/|B'|`` (as
-    :class:`~iris_nb.sim.cmz_geometry.DustLanes`).
-    """
-    p0x, p0y, ax, ay, cx, cy = (q(k) for k in ("p0x", "p0y", "ax", "ay", "cx", "cy"))
-    rx, ry = p0x - x, p0y - y  # P0 - p, (n, b, D, L)
-    # start from the projection on the chord P0 -> P2 = P0 + 2 A + C: the control point sits near
-    # the chord's middle, so t is close to uniform along the lane
-    chord_x, chord_y = 2 * ax + cx, 2 * ay + cy
-    t = (rx * chord_x + ry * chord_y).mul_(-1.0 / (chord_x * chord_x + chord_y * chord_y)).clamp_(0.0, 1.0)
-    for _ in range(_NEWTON_STEPS):
-        ex, ey = rx + (2 * ax + t * cx) * t, ry + (2 * ay + t * cy) * t  # B - p
-        dx, dy = ax + t * cx, ay + t * cy  # B' / 2
-        slope = ex * dx + ey * dy
-        curvature = (2 * (dx * dx + dy * dy) + ex * cx + ey * cy).clamp_min_(1e-9)
-        t = t.sub_(slope.div_(curvature)).clamp_(0.0, 1.0)
-    ex, ey = rx + (2 * ax + t * cx) * t, ry + (2 * ay + t * cy) * t
-    dx, dy = ax + t * cx, ay + t * cy
-    norm = q("lane_speed") / torch.sqrt(dx * dx + dy * dy).clamp_min(1e-12)
-    dist2, fade = ex * ex + ey * ey, (t / 0.15).clamp_(max=1.0)
-    vx, vy = dx * norm, dy * norm
-    return [(dist2[i], fade[i], vx[i], vy[i]) for i in range(x.shape[0])]

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .fields import FIELD_DIMS, FIELD_UNITS, _unit_factor, h2_density, validate_field
+from .fields import FIELD_DIMS, FIELD_UNITS, h2_density, unit_factor, validate_field
 
 __all__ = ["columnize", "columnize_tensors", "columnize_velocity", "columnize_velocity_tensors"]
 
@@ -34,7 +34,7 @@ def columnize(field: xr.Dataset) -> xr.DataArray:
     """
     validate_field(field)
     density = field["density"].transpose(*FIELD_DIMS).values
-    factor = _unit_factor("density", field["density"].attrs.get("units"))
+    factor = unit_factor("density", field["density"].attrs.get("units"))
     x_h2 = field["x_h2"].transpose(*FIELD_DIMS).values
     top = h2_density(density, x_h2).mean(axis=2, dtype=np.float64) * factor
     top = top.astype(np.float32)

@@ -93,7 +93,7 @@ def h2_density(density, x_h2):
 
 
 # --------------------------------------------------------------------------- validation
-def _unit_factor(name: str, units) -> float:
+def unit_factor(name: str, units) -> float:
     """Factor turning values of variable ``name`` in ``units`` into :data:`FIELD_UNITS`."""
     target = FIELD_UNITS[name]
     if units is None:
@@ -197,12 +197,12 @@ def validate_field(field: xr.Dataset, grid: Grid | None = None) -> Grid:
     for name in names:
         var = field[name]
         if name == "turbulent_b" and var.ndim == 0:
-            _unit_factor(name, var.attrs.get("units"))
+            unit_factor(name, var.attrs.get("units"))
             continue
         if set(var.dims) != set(FIELD_DIMS) or var.ndim != 3:
             raise ValueError(f"field variable {name!r} has dims {var.dims}; expected "
                              f"{FIELD_DIMS} (transpose or rename the dims)")
-        _unit_factor(name, var.attrs.get("units"))
+        unit_factor(name, var.attrs.get("units"))
 
     own = _grid_from_field(field)
     _check_axes_match(field, own, "the field's own grid (attrs['grid'])")
@@ -295,7 +295,7 @@ def field_tensors(field_or_list, device=None, dtype=torch.float32, validate: boo
                 arr = np.broadcast_to(np.asarray(var.values), tuple(field.sizes[d] for d in FIELD_DIMS))
             else:
                 arr = np.asarray(var.transpose(*FIELD_DIMS).values)
-            factor = _unit_factor(name, var.attrs.get("units"))
+            factor = unit_factor(name, var.attrs.get("units"))
             if factor != 1.0:
                 arr = arr * factor
             arrays.append(torch.as_tensor(np.ascontiguousarray(arr)))

@@ -38,7 +38,7 @@ from .excitation import GEOMETRIES, TemperatureClampWarning
 from .excitation_table import AXES, ExcitationTable
 from .fields import REQUIRED_VARIABLES, h2_density
 from .molecule import Molecule
-from .observer_base import _Observer
+from .observer_base import Observer
 from .radiative import (
     DEFAULT_CRITICAL_DENSITY, T_CMB, THIRTEEN_CO_21, LineConstants, doppler_parameter, dust_opacity_scale,
     h2_number_density_scale, line_opacity_scale, line_temperature, planck_brightness_temperature, rj_temperature,
@@ -75,7 +75,7 @@ def _short_name(molecule: Molecule) -> str:
     return molecule.name
 
 
-class LineObserver(_Observer):
+class LineObserver(Observer):
     """Brightness temperature of a molecular line (default 13CO(2-1)) from radiative transfer.
 
     Per cell: level populations from ``excitation`` (module text), giving the line optical
@@ -134,7 +134,7 @@ class LineObserver(_Observer):
     """
 
     units = "K"
-    input_space = "T"
+    input_space = "temperature"
     required = REQUIRED_VARIABLES
 
     def __init__(self, grid: Grid, *, molecule="13CO", transition="2-1", excitation: str | None = None,

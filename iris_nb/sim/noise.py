@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cube import REDUCTIONS
 from ..grids import Grid, get_grid
 from .noise_config import PER_PIXEL, SEDIGISM_CHANNEL_WIDTH, SEDIGISM_RMS, NoiseConfig, as_noise_config
 
@@ -56,7 +57,6 @@ __all__ = ["NoiseConfig", "Noise", "as_noise_config", "beam_kernel", "PER_PIXEL"
            "SEDIGISM_CHANNEL_WIDTH"]
 
 MODES = ("pv", "cube")
-REDUCTIONS = ("mean", "max")
 _CHUNK_ELEMENTS = 1 << 24  # white-noise values drawn at once for correlated cube noise (64 MB)
 _FWHM_PER_SIGMA = math.sqrt(8.0 * math.log(2.0))
 

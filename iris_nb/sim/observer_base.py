@@ -11,13 +11,13 @@ import xarray as xr
 from ..grids import Grid
 from .fields import field_tensors, validate_field
 
-__all__ = ["_Observer", "SKY_DIMS"]
+__all__ = ["Observer", "SKY_DIMS"]
 
 SKY_DIMS = ("lon", "lat", "velocity")
 _SKY_DIMS = SKY_DIMS
 
 
-class _Observer(torch.nn.Module):
+class Observer(torch.nn.Module):
     """Shared input checks and the xarray front end of the observers."""
 
     units = ""
@@ -31,6 +31,14 @@ class _Observer(torch.nn.Module):
                             "use e.g. iris_nb.grids.SMALL")
         self.grid = grid
 
+    def __call__(self, fields, *args, **kwargs):
+        """Observe a dict of ``(B, distance, lon, lat)`` tensors (the torch forward), or an xarray
+        field or list of fields (the same as :meth:`observe`, which returns a DataArray)."""
+        if isinstance(fields, xr.Dataset) or (isinstance(fields, (list, tuple)) and fields
+                                               and all(isinstance(f, xr.Dataset) for f in fields)):
+            return self.observe(fields, *args, **kwargs)
+        return super().__call__(fields, *args, **kwargs)
+
     @property
     def config(self) -> dict:
         """JSON-ready description of the observer (class name and settings, not the grid)."""
@@ -43,8 +51,8 @@ class _Observer(torch.nn.Module):
         """Validate the dict of ``(B, distance, lon, lat)`` tensors; return it (floating, same device)."""
         if not isinstance(fields, dict):
             raise TypeError(f"{type(self).__name__} takes a dict of (B, distance, lon, lat) tensors "
-                            f"(iris_nb.sim.fields.field_tensors), got {type(fields).__name__}; "
-                            "for an xarray field use .observe(field)")
+                            f"(iris_nb.sim.fields.field_tensors) or an xarray field Dataset, got "
+                            f"{type(fields).__name__}")
         missing = [k for k in self.required if k not in fields]
         if missing:
             raise ValueError(f"{type(self).__name__} needs the field variables {list(self.required)}; "

@@ -22,14 +22,14 @@ import torch
 from ..grids import Grid
 from .fields import h2_density
 from .line_observer import LineObserver
-from .observer_base import SKY_DIMS, _Observer
+from .observer_base import SKY_DIMS, Observer
 from .transfer import needs_grad
 
 __all__ = ["SimpleObserver", "LineObserver", "SKY_DIMS"]
 
 
 # ============================================================================ SimpleObserver
-class SimpleObserver(_Observer):
+class SimpleObserver(Observer):
     """Velocity-resolved gas mass column: the "vrho" cube of IRIS, without radiative transfer.
 
     Each distance cell deposits its mass column ``rho * dr`` (solMass / pc2) into the two
@@ -57,7 +57,7 @@ class SimpleObserver(_Observer):
     """
 
     units = "solMass s / (km pc2)"
-    input_space = "vrho"
+    input_space = "v_density"
     required = ("density", "x_h2", "velocity_los")
     gases = ("h2", "total")
 

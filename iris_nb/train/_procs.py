@@ -1,5 +1,5 @@
-"""Process and port bookkeeping for :mod:`iris_nb.train.launch`: errors, rendezvous port checks,
-finding, checking and ending worker processes.
+"""Process and port bookkeeping for :mod:`iris_nb.train.launch`: errors, process-count and
+rendezvous port checks, finding, checking and ending worker processes, reading torchrun's summary.
 
 PIDs are remembered together with their start time (``/proc/<pid>/stat`` field 22 on
 Linux) so that a PID reused by an unrelated process after a worker ended is never signalled.
@@ -139,3 +139,53 @@ def kill_all(known: dict[int, str | None], wait: float = 5.0) -> list[int]:
         time.sleep(0.05)
         alive = [pid for pid in alive if is_alive(pid, known[pid])]
     return alive
+
+
+def check_counts(nproc, nnodes, node_rank, device) -> int:
+    """The number of processes on this node (``None``: one per visible GPU, else 1), after
+    checking ``nnodes``, ``node_rank`` and ``device``."""
+    for name, value, low in (("nnodes", nnodes, 1), ("node_rank", node_rank, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if node_rank >= nnodes:
+        raise ValueError(f"node_rank must be below nnodes ({nnodes}), got {node_rank}; number nodes 0..nnodes-1")
+    if device is not None and str(device).split(":")[0] not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or None, got {device!r}")
+    if nproc is None:
+        import torch
+
+        gpus = torch.cuda.device_count() if device is None or str(device).startswith("cuda") else 0
+        return max(gpus, 1)
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        raise ValueError(f"nproc_per_node must be a positive integer (processes on this machine), got {nproc!r}")
+    return nproc
+
+
+def root_cause_rank(launcher_lines: list[str]) -> int | None:
+    """The failing rank named in torchrun's "Root Cause" summary, or ``None``."""
+    seen = False
+    for text in launcher_lines:
+        if "Root Cause" in text:
+            seen = True
+        elif seen and text.strip().startswith("rank") and ":" in text:
+            try:
+                return int(text.split(":", 1)[1].split()[0])
+            except (ValueError, IndexError):
+                return None
+    return None
+
+
+def exit_when_parent_dies(interval: float = 1.0) -> None:
+    """Start a daemon thread that ends this process (exit status 1) once its parent is gone
+    (a worker whose torchrun was killed would otherwise run on as an orphan)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="iris-parent-watch").start()

@@ -1,9 +1,12 @@
 """Objects a :class:`~iris_nb.train.run.RunConfig` turns into (datasets, noise, litter, model),
-and the files a run leaves behind (``result.json``, debug weight dumps)."""
+and the debug hooks of a run (a rank that fails on purpose, weight dumps with their hash).
+
+``result.json``, the other file a run leaves behind, is written and read by
+:mod:`iris_nb.train.result`, beside :class:`~iris_nb.train.result.TrainingResult`."""
 
 from __future__ import annotations
 
-import json
+import hashlib
 from pathlib import Path
 
 import torch
@@ -11,8 +14,6 @@ import torch
 from ..grids import Grid
 from .._files import write_text_atomic
 from ._run_io import RunConfigError
-
-RESULT_FORMAT = "iris_nb.run_result"
 
 
 def build_inputs(run, grid: Grid, device: torch.device) -> dict:
@@ -44,6 +45,43 @@ def build_inputs(run, grid: Grid, device: torch.device) -> dict:
             "extra": {"validation": validation}}
 
 
+def build_pairs_inputs(run, dataset, model=None) -> dict:
+    """``{"model", "noise", "litter"}`` to train in-memory ``dataset`` with the settings of ``run``.
+
+    ``model`` is used as given (its grid must be ``run.grid`` when the run names one); without
+    it a fresh Reverter is built like :func:`build_model` on ``run.grid`` (else
+    ``dataset.grid``) in ``dataset.units["observation"]``.  Litter images are converted to the
+    dataset's observation unit (else the model's input unit).  Raises ValueError/TypeError.
+    """
+    try:
+        n = len(dataset)
+    except TypeError:
+        raise TypeError(f"dataset must be a sized torch Dataset of (observation, target) pairs, got "
+                        f"{type(dataset).__name__}") from None
+    if n == 0:
+        raise ValueError("the in-memory dataset is empty; give at least a few (observation, target) pairs")
+    units = dict(getattr(dataset, "units", None) or {})
+    if model is None:
+        grid = run.grid or getattr(dataset, "grid", None)
+        if grid is None or "observation" not in units:
+            raise ValueError("without model= a Reverter is built from the dataset, which needs a grid "
+                             "(set the run's grid, or use a dataset with .grid) and .units['observation'] "
+                             "(e.g. iris_nb.data.field_datasets.observed_pairs); or pass model=Reverter(...)")
+        model = build_model(run, grid, units["observation"])
+    elif run.grid is not None and model.grid != run.grid:
+        raise ValueError(f"the run's grid {run.grid.name!r} differs from the model's grid {model.grid.name!r}; "
+                         "set the run's grid to None (take the model's) or pass a model on that grid")
+    noise = None
+    if run.noise is not None:
+        from ..sim.noise import Noise
+
+        noise = Noise.from_config(run.noise, grid=model.grid)
+    litter = None
+    if run.litter is not None:
+        litter = build_litter(run, {"observation": units.get("observation") or str(model.input_unit)})
+    return {"model": model, "noise": noise, "litter": litter}
+
+
 def _split(run, split: str):
     from ..data.datasets import ConcatDataset, PreObservedDataset
 
@@ -60,9 +98,9 @@ def build_litter(run, units: dict):
     from ..sim.litter import Litter
 
     parts = [PreObservedDataset(path, split="train", validation_fraction=0.0, test_fraction=0.0)
-             .with_units({"observation": units["observation"]}) for path in run.litter["paths"]]
-    p = run.litter["p"]
-    return Litter(parts, p=list(p) if isinstance(p, tuple) else p, scale=run.litter.get("scale", 1.0))
+             .with_units({"observation": units["observation"]}) for path in run.litter.paths]
+    p = run.litter.p
+    return Litter(parts, p=list(p) if isinstance(p, tuple) else p, scale=run.litter.scale)
 
 
 def build_model(run, grid: Grid, observation_units: str):
@@ -72,9 +110,9 @@ def build_model(run, grid: Grid, observation_units: str):
 
     unit = _units.parse_unit(observation_units, "store observation")
     if unit.is_equivalent(_units.SI_UNITS["temperature"]):
-        input_space, space = "T", "temperature"
+        input_space = space = "temperature"
     elif unit.is_equivalent(_units.SI_UNITS["v_density"]):
-        input_space, space = "vrho", "v_density"
+        input_space = space = "v_density"
     else:
         raise RunConfigError(f"store {run.dataset[0]} holds observations in {observation_units!r}, neither a "
                              "brightness temperature nor a velocity-resolved column density; "
@@ -118,8 +156,6 @@ class FailingDataset(torch.utils.data.Dataset):
 
 def save_debug_state(model, checkpoint_dir, rank: int) -> Path:
     """Write this rank's final weights and their hash to ``<checkpoint_dir>/debug/rank<k>_state.pt``."""
-    from .run import state_hash
-
     module = getattr(model, "module", model)
     state = {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
     folder = Path(checkpoint_dir) / "debug"
@@ -130,20 +166,12 @@ def save_debug_state(model, checkpoint_dir, rank: int) -> Path:
     return path
 
 
-def write_result(result, run, device) -> Path:
-    """Write ``<checkpoint_dir>/result.json`` (the result's histories and the run) atomically."""
-    from . import distributed
-
-    payload = {"format": RESULT_FORMAT, "result": result.to_dict(), "run": run.to_dict(),
-               "world_size": distributed.world_size(), "device": str(device)}
-    return write_text_atomic(Path(run.checkpoint_dir) / "result.json", json.dumps(payload, indent=2))
-
-
-def read_result(path, model):
-    """The ``TrainingResult`` stored in ``result.json`` at ``path``, with ``model`` attached."""
-    from .loop import TrainingResult
-
-    data = json.loads(Path(path).read_text())
-    if data.get("format") != RESULT_FORMAT:
-        raise ValueError(f"{path} is not a run result written by run_training (format {data.get('format')!r})")
-    return TrainingResult.from_dict(data["result"], model=model)
+def state_hash(state_dict) -> str:
+    """SHA-256 over the names and exact bytes of a state dict's tensors (CPU, contiguous)."""
+    digest = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().to("cpu").contiguous()
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()

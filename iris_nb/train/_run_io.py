@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -34,41 +33,6 @@ def as_paths(value, name: str) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)) and value:
         return tuple(as_path(item, f"{name}[{i}]") for i, item in enumerate(value))
     raise RunConfigError(f"RunConfig.{name} must be a store path or a non-empty list of paths, got {value!r}")
-
-
-def _probability(p, where: str) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p) or not 0 <= p <= 1:
-        raise RunConfigError(f"{where} is the probability of adding litter, in [0, 1]; got {p!r}")
-    return float(p)
-
-
-def as_litter(value) -> dict | None:
-    """``None`` or ``{"paths": (str, ...), "p": float in [0, 1] or a tuple of one per path}``,
-    plus ``"scale"`` (a factor >= 0 on every litter image) when it is not 1."""
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise RunConfigError(f"RunConfig.litter must be None or a dict {{'paths': [...], 'p': 0.5}}, "
-                             f"got {type(value).__name__}")
-    unknown = sorted(set(value) - {"paths", "p", "scale"})
-    if unknown:
-        raise RunConfigError(f"unknown RunConfig.litter keys {unknown}; known keys are ['p', 'paths', 'scale']")
-    if "paths" not in value:
-        raise RunConfigError("RunConfig.litter needs 'paths': the litter store(s) to draw from")
-    paths = as_paths(value["paths"], "litter['paths']")
-    p = value.get("p", 0.5)
-    if isinstance(p, (list, tuple)):
-        if len(p) != len(paths):
-            raise RunConfigError(f"RunConfig.litter has {len(paths)} paths but {len(p)} probabilities p; give "
-                                 "one p per path or a single number")
-        p = tuple(_probability(item, f"RunConfig.litter['p'][{k}]") for k, item in enumerate(p))
-    else:
-        p = _probability(p, "RunConfig.litter['p']")
-    scale = value.get("scale", 1.0)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale < 0:
-        raise RunConfigError(f"RunConfig.litter['scale'] multiplies every litter image and must be a number >= 0, "
-                             f"got {scale!r}")
-    return {"paths": paths, "p": p} if scale == 1 else {"paths": paths, "p": p, "scale": float(scale)}
 
 
 # ---------------------------------------------------------------------- files
@@ -121,7 +85,7 @@ def check_run_files(run) -> Grid:
             raise RunConfigError(f"store {path} holds PV images reduced with {info['reduction']!r} but the run "
                                  f"has reduction {run.reduction!r}; set reduction: {info['reduction']}")
     if run.litter is not None:
-        for path in run.litter["paths"]:
+        for path in run.litter.paths:
             info = store_summary(path)
             if info["grid"].pv_shape != grid.pv_shape:
                 raise RunConfigError(f"litter store {path} has PV images of shape {info['grid'].pv_shape} "
@@ -133,7 +97,7 @@ def check_run_files(run) -> Grid:
 
 
 def _check_init(path: str, grid: Grid, reduction: str) -> None:
-    from ..model.checkpoint import ModelFileError, load_reverter
+    from ..model.model_file import ModelFileError, load_reverter
 
     target = Path(path)
     if not target.is_file():

@@ -21,13 +21,13 @@ import math
 
 import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, DistributedSampler, Sampler, Subset
 
 from .. import units as _units
 from ..data.stream import FieldStream, find_stream
 
-__all__ = ["BatchPreparer", "inspect_dataset", "split_dataset", "batch_generator", "dataset_grid", "n_batches",
-           "dataset_units", "pair_scales"]
+__all__ = ["BatchPreparer", "IndexList", "inspect_dataset", "split_dataset", "batch_generator", "dataset_grid",
+           "n_batches", "dataset_units", "pair_scales", "training_sampler"]
 
 STREAMS = {"train": 0, "validation": 1, "test": 2}
 
@@ -185,9 +185,9 @@ def dataset_units(dataset):
 
 
 def _input_space(value, what: str):
-    """``(unit, space)`` of an observation unit: space ``"T"``, ``"vrho"`` or ``"I"``."""
+    """``(unit, space)`` of an observation unit: space ``"temperature"``, ``"v_density"`` or ``"intensity"``."""
     unit = _units.parse_unit(value, what)
-    space = next((name for name, kind in (("T", "temperature"), ("vrho", "v_density"), ("I", "intensity"))
+    space = next((kind for kind in ("temperature", "v_density", "intensity")
                   if unit.is_equivalent(_units.SI_UNITS[kind])), None)
     if space is None:
         raise ValueError(f"{what} are in {unit}, which is neither a brightness temperature, an intensity nor a "
@@ -340,3 +340,37 @@ class BatchPreparer:
 def n_batches(n_samples: int, batch_size: int) -> int:
     """Number of batches (the last one may be smaller)."""
     return int(math.ceil(n_samples / batch_size))
+
+
+def training_sampler(train_set, kind: str, config, world: int, rank: int):
+    """The sampler giving this rank's training order: seeded, ``set_epoch`` every epoch.
+
+    A ``DistributedSampler`` (``num_replicas=1`` alone); for a store (items with ``chunk_ids``) a
+    strided :class:`~iris_nb.data.samplers.ChunkShuffleSampler`, so each chunk is decoded once
+    per epoch; for a field stream with ``replay`` > 1 a
+    :class:`~iris_nb.data.stream.ReplaySampler` (fresh batches, each used ``replay`` times).
+    """
+    from ..data.samplers import ChunkShuffleSampler, chunk_ids_of
+    from ..data.stream import ReplaySampler
+
+    stream = find_stream(train_set) if kind == "stream" else None
+    if stream is not None and stream.replay > 1:
+        return ReplaySampler(stream, config.batch_size, seed=config.seed, num_replicas=world, rank=rank)
+    if chunk_ids_of(train_set) is None:
+        return DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed,
+                                  drop_last=False)
+    return ChunkShuffleSampler(train_set, seed=config.seed, num_workers=config.num_workers,
+                               batch_size=config.batch_size, num_replicas=world, rank=rank, strided=True)
+
+
+class IndexList(Sampler):
+    """A sampler over a list of indices that the trainer replaces every epoch."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+
+    def __iter__(self):
+        return iter(list(self.indices))
+
+    def __len__(self) -> int:
+        return len(self.indices)

@@ -21,7 +21,7 @@ import torch
 from .._files import ConfigFiles, check_fields
 from .losses import LOSSES
 
-__all__ = ["TrainingConfig", "OPTIMIZERS", "SCHEDULERS", "PRECISIONS", "RESUMABLE_CHANGES"]
+__all__ = ["TrainingConfig", "as_config", "OPTIMIZERS", "SCHEDULERS", "PRECISIONS", "RESUMABLE_CHANGES"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("multistep", "constant", "cosine")
@@ -191,6 +191,17 @@ class TrainingConfig(ConfigFiles):
         if isinstance(data, cls):
             return data
         return cls(**check_fields(cls, data, "TrainingConfig"))
+
+
+def as_config(config) -> TrainingConfig:
+    """A TrainingConfig from ``None`` (paper defaults), a dict or a config."""
+    if config is None:
+        return TrainingConfig()
+    if isinstance(config, dict):
+        return TrainingConfig.from_dict(config)
+    if not isinstance(config, TrainingConfig):
+        raise TypeError(f"config must be a TrainingConfig (or a dict of its fields), got {type(config).__name__}")
+    return config
 
 
 def _check_int(name: str, value, minimum: int) -> None:

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 __all__ = ["DistributedSetupError", "init_from_env", "resolve_device", "is_distributed", "rank",
            "local_rank", "world_size", "is_main_process", "barrier", "cleanup", "all_reduce_sum",
-           "broadcast_flag"]
+           "broadcast_flag", "env_world_size", "no_buffer_broadcast"]
 
 
 class DistributedSetupError(ValueError):
@@ -34,6 +34,25 @@ def _env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise DistributedSetupError(f"environment variable {name}={value!r} must be an integer") from None
+
+
+def env_world_size() -> int:
+    """``WORLD_SIZE`` from the environment (1 when unset or unreadable)."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        return 1
+
+
+def no_buffer_broadcast() -> dict:
+    """DistributedDataParallel keyword that turns off the per-step buffer broadcast."""
+    import inspect
+
+    from torch.nn.parallel import DistributedDataParallel
+
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters:
+        return {"forward_sync_buffers": False}  # newer torch; buffers are still synced once at start
+    return {"broadcast_buffers": False}
 
 
 def is_distributed() -> bool:

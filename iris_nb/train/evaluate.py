@@ -110,8 +110,8 @@ def test_reverter(model, dataset, noise=None, litter=None, observer=None, config
     if any(m.grid != model.grid or tuple(getattr(m, "outputs", ("density",))) != tuple(
             getattr(model, "outputs", ("density",))) for m in members):
         raise ValueError("the members of an ensemble must share one grid and the same outputs")
-    if column_consistent and model.input_space != "vrho":
-        raise ValueError("column_consistent=True needs a velocity-resolved column model (input_space='vrho')")
+    if column_consistent and model.input_space != "v_density":
+        raise ValueError("column_consistent=True needs a velocity-resolved column model (input_space='v_density')")
     kind = inspect_dataset(dataset, model, observer, what="test dataset")
     batch_size = int(batch_size or config.batch_size)
     baseline_map = _baseline_map(baseline, model)

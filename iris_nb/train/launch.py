@@ -2,9 +2,10 @@
 
 :func:`launch` writes the run's YAML next to its checkpoints, starts
 ``python -m torch.distributed.run ... -m iris_nb.cli train --config run.yaml`` in its own
-process group, streams each rank's output back prefixed ``[rank k]``, drives a
-``tqdm.auto`` progress bar from the ``IRIS_PROGRESS`` lines that rank 0 prints, and returns
-the :class:`~iris_nb.train.loop.TrainingResult` (model read from ``<checkpoint_dir>/model.pt``,
+process group, streams each rank's output back prefixed ``[rank k]``, drives one progress
+bar (:func:`~iris_nb.train.progress.progress_bar`: plain lines when the output is not shown
+live) from the ``IRIS_PROGRESS`` lines that rank 0 prints, and returns
+the :class:`~iris_nb.train.result.TrainingResult` (model read from ``<checkpoint_dir>/model.pt``,
 histories from ``result.json``).  When a rank fails, every rank is stopped (torchrun's
 process group, then any surviving worker by PID) and :class:`LaunchError` carries that rank's
 traceback.  ``block=False`` returns a :class:`LaunchHandle` (``poll``, ``wait``, ``stop``).
@@ -32,7 +33,8 @@ from pathlib import Path
 
 from . import _procs
 from ._procs import LaunchError, PortInUseError, choose_port, require_port
-from .run import PROGRESS_PREFIX, as_run
+from .progress import PROGRESS_PREFIX, progress_bar
+from .run import as_run
 
 __all__ = ["launch", "LaunchHandle", "LaunchError", "PortInUseError", "worker_main", "load_run_result"]
 
@@ -68,7 +70,8 @@ def launch(run, nproc_per_node: int | None = None, nnodes: int = 1, node_rank: i
     timeout:
         Seconds before the run is stopped and :class:`LaunchError` raised (``None``: no limit).
     progress, echo:
-        Show a ``tqdm.auto`` progress bar; print every rank's output lines (``[rank k] ...``).
+        Show a progress bar (a ``tqdm.auto`` bar on a terminal or in a notebook, else a plain
+        line every 10% of the run); print every rank's output lines (``[rank k] ...``).
     resume:
         Continue from ``<checkpoint_dir>/checkpoint.pt`` if it exists.
     block:
@@ -81,7 +84,8 @@ def launch(run, nproc_per_node: int | None = None, nnodes: int = 1, node_rank: i
     run = as_run(run).resolved()
     if device not in (None, "cpu", "cuda"):
         raise ValueError(f"device must be 'cpu', 'cuda' (each rank takes cuda:LOCAL_RANK) or None, got {device!r}")
-    nproc = _check_counts(nproc_per_node, nnodes, node_rank, device if device is not None else run.training.device)
+    nproc = _procs.check_counts(nproc_per_node, nnodes, node_rank,
+                                device if device is not None else run.training.device)
     run.check()
     existing = Path(run.checkpoint_dir) / "checkpoint.pt"
     if not resume and existing.exists():
@@ -124,7 +128,7 @@ class LaunchHandle:
         self._tails: dict = {}
         self._known: dict[int, str] = {}
         self._offset, self._echo, self._callbacks = rank_offset, echo, tuple(callbacks)
-        self._bar, self._show_bar, self._queue = None, progress, queue.Queue()
+        self._bar, self._show_bar, self._queue, self._origin = None, progress, queue.Queue(), (0, 0)
         self._started, self._done, self._result, self._error = time.monotonic(), False, None, None
         env = {**os.environ, ENV_LAUNCH_DIR: str(self.folder), ENV_WATCH_PARENT: "1", "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -246,27 +250,36 @@ class LaunchHandle:
     def _progress(self, info: dict) -> None:
         self.last_progress = info
         event = info.get("event")
-        if self._show_bar and event == "batch_end":
-            self._update_bar(info)
+        if self._show_bar and event in ("train_begin", "batch_end"):
+            self._update_bar(event, info)
         elif event == "epoch_end" and self._bar is not None:
-            self._bar.set_postfix({k: info[k] for k in ("train_loss", "validation_loss") if info.get(k) is not None})
+            self._bar.set_postfix({k: f"{info[k]:.4g}" for k in ("train_loss", "validation_loss")
+                                   if info.get(k) is not None})
         if any([callback(event, info) is True for callback in self._callbacks]):
             self.request_stop()
 
-    def _update_bar(self, info: dict) -> None:
-        from tqdm.auto import tqdm
-
-        total, epoch = info.get("n_batches"), int(info.get("epoch", 0))  # epoch and batch count from 0
-        desc = f"epoch {epoch + 1}/{self.run.training.epochs}"
-        if self._bar is None:
-            self._bar = tqdm(total=total, desc=desc, unit="batch")
-        elif self._bar.desc != desc:
-            self._bar.reset(total=total)
-            self._bar.set_description(desc)
-        self._bar.n = int(info.get("batch", 0)) + 1
+    def _update_bar(self, event: str, info: dict) -> None:
+        """One bar over the whole run (batches of every epoch), moved with ``update`` so its
+        rate is the true average, as ``train_reverter`` shows it in one process."""
+        if event == "train_begin":
+            self._close_bar()
+            self._origin = (int(info.get("start_epoch", 0)), int(info.get("start_batch", 0)))
+            per_epoch = int(info.get("n_batches") or 0)
+            total = max(0, (int(info.get("epochs", 0)) - self._origin[0]) * per_epoch - self._origin[1])
+            self._bar = progress_bar(total, "training", unit="batch")
+            return
+        if self._bar is None:  # the train_begin line was missed: count from the first batch seen
+            self._origin = (int(info.get("epoch", 0)), int(info.get("batch", 0)))
+            total = (self.run.training.epochs - self._origin[0]) * int(info.get("n_batches") or 0) - self._origin[1]
+            self._bar = progress_bar(total, "training", unit="batch")
+        done = (int(info["epoch"]) - self._origin[0]) * int(info.get("n_batches") or 0) + int(info["batch"]) + 1
+        done -= self._origin[1]
+        postfix = {"epoch": f"{int(info['epoch']) + 1}/{self.run.training.epochs}"}
         if info.get("loss") is not None:
-            self._bar.set_postfix(loss=f"{info['loss']:.4g}", refresh=False)
-        self._bar.refresh()
+            postfix["loss"] = f"{info['loss']:.4g}"
+        self._bar.set_postfix(postfix, refresh=False)
+        if done > self._bar.n:
+            self._bar.update(done - self._bar.n)
 
     def _close_bar(self) -> None:
         if self._bar is not None:
@@ -305,7 +318,7 @@ class LaunchHandle:
         if files:
             rank = int(files[0].stem.replace("traceback_rank", ""))
             return rank, files[0].read_text()
-        rank = _root_cause_rank([text for _, text in self.lines])
+        rank = _procs.root_cause_rank([text for _, text in self.lines])
         if rank is None and self._tails:
             rank = min(self._tails)
         tail = list(self._tails.get(rank, ())) or [text for r, text in self.lines if r is None]
@@ -316,51 +329,19 @@ class _Timeout(Exception):
     pass
 
 
-def _root_cause_rank(launcher_lines: list[str]) -> int | None:
-    seen = False
-    for text in launcher_lines:
-        if "Root Cause" in text:
-            seen = True
-        elif seen and text.strip().startswith("rank") and ":" in text:
-            try:
-                return int(text.split(":", 1)[1].split()[0])
-            except (ValueError, IndexError):
-                return None
-    return None
-
-
 def load_run_result(checkpoint_dir):
     """The ``TrainingResult`` of a finished run: histories from ``result.json``, model from
     ``model.pt`` (on the CPU)."""
     from ..model import Reverter
-    from ._run_build import read_result
+    from .result import read_result
 
     folder = Path(checkpoint_dir)
     for name in ("result.json", "model.pt"):
         if not (folder / name).is_file():
             raise LaunchError(f"the run ended without writing {folder / name}; see the logs in {folder / 'launch'}")
-    return read_result(folder / "result.json", Reverter.load(folder / "model.pt"))
-
-
-# ---------------------------------------------------------------------- checks
-
-
-def _check_counts(nproc, nnodes, node_rank, device) -> int:
-    for name, value, low in (("nnodes", nnodes, 1), ("node_rank", node_rank, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if node_rank >= nnodes:
-        raise ValueError(f"node_rank must be below nnodes ({nnodes}), got {node_rank}; number nodes 0..nnodes-1")
-    if device is not None and str(device).split(":")[0] not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu', 'cuda' or None, got {device!r}")
-    if nproc is None:
-        import torch
-
-        gpus = torch.cuda.device_count() if device is None or str(device).startswith("cuda") else 0
-        return max(gpus, 1)
-    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
-        raise ValueError(f"nproc_per_node must be a positive integer (processes on this machine), got {nproc!r}")
-    return nproc
+    result = read_result(folder / "result.json")
+    result.model = Reverter.load(folder / "model.pt")
+    return result
 
 
 # ---------------------------------------------------------------------- worker side
@@ -369,12 +350,14 @@ def _check_counts(nproc, nnodes, node_rank, device) -> int:
 def worker_main(config, device: str | None = None, resume: bool = True, progress: str = "auto"):
     """Body of ``iris-nb train`` on each rank: run the config, showing progress on rank 0.
 
-    ``progress``: ``"bar"`` (tqdm), ``"lines"`` (``IRIS_PROGRESS {json}`` per batch and epoch),
-    ``"none"``, or ``"auto"`` (lines under :func:`launch`, else a bar).  Under :func:`launch`
-    (environment ``IRIS_NB_LAUNCH_DIR`` set) the rank also prints its PID, exits when torchrun
-    dies, and on failure writes ``traceback_rank<k>.txt`` before re-raising.
+    ``progress``: ``"bar"`` (tqdm; a plain line every 10% when the output is a log file),
+    ``"lines"`` (``IRIS_PROGRESS {json}`` per batch and epoch), ``"none"``, or ``"auto"`` (lines
+    under :func:`launch`, else a bar).  Under :func:`launch` (environment ``IRIS_NB_LAUNCH_DIR``
+    set) the rank also prints its PID, exits when torchrun dies, and on failure writes
+    ``traceback_rank<k>.txt`` before re-raising.
     """
-    from .run import progress_printer, run_training
+    from .progress import progress_printer
+    from .run import run_training
 
     if progress not in ("auto", "bar", "lines", "none"):
         raise ValueError(f"progress must be 'auto', 'bar', 'lines' or 'none', got {progress!r}")
@@ -385,7 +368,7 @@ def worker_main(config, device: str | None = None, resume: bool = True, progress
     if folder:
         print(RANK_PREFIX + json.dumps({"rank": rank, "pid": os.getpid(), "host": socket.gethostname()}), flush=True)
     if os.environ.get(ENV_WATCH_PARENT) == "1":
-        _watch_parent()
+        _procs.exit_when_parent_dies()
     try:
         callbacks = [progress_printer()] if progress == "lines" and rank == 0 else []
         if folder:
@@ -406,14 +389,3 @@ def _stop_file_callback(path: Path):
 
     return callback
 
-
-def _watch_parent(interval: float = 1.0) -> None:
-    parent = os.getppid()
-
-    def watch():
-        while True:
-            time.sleep(interval)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="iris-parent-watch").start()

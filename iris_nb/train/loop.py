@@ -21,7 +21,7 @@ and noise), are summarised by an :class:`~iris_nb.model.input_statistics.InputSt
 into ``model.input_statistics``, which ``model.pt`` stores and ``revert`` checks cubes against
 (on several processes, rank 0's own samples).
 
-Checkpoints (:mod:`~iris_nb.train.checkpoint`) are written atomically after every
+Checkpoints (:mod:`~iris_nb.train.resume`) are written atomically after every
 ``checkpoint_every`` epochs, at the end, and when a callback asks to stop (then inside the
 epoch, with the accumulated gradients of an unfinished group), so ``resume=True`` continues
 to the same weights and losses as an uninterrupted run.  An interrupt from the keyboard
@@ -37,23 +37,23 @@ import resource
 import time
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader
 
-from . import checkpoint as ckpt
-from ..data.samplers import ChunkShuffleSampler, chunk_ids_of
-from ..data.stream import ReplaySampler, find_stream
+from . import resume as ckpt
+from ..data.stream import find_stream
 from ..model.input_statistics import InputStatisticsRecorder
-from .batches import BatchPreparer, batch_generator, inspect_dataset, n_batches, split_dataset
-from .config import TrainingConfig
-from .distributed import (all_reduce_sum, barrier, broadcast_flag, init_from_env, is_distributed, rank,
-                          resolve_device, world_size)
+from .batches import (BatchPreparer, IndexList, batch_generator, inspect_dataset, n_batches, split_dataset,
+                      training_sampler)
+from .config import TrainingConfig, as_config
+from .distributed import (all_reduce_sum, barrier, broadcast_flag, env_world_size, init_from_env, is_distributed,
+                          no_buffer_broadcast, rank, resolve_device, world_size)
 from .evaluate import validation_loss
 from .losses import make_loss
-from .preflight import as_config, check_callbacks, check_model, env_world_size, no_buffer_broadcast, open_checkpoint
+from .progress import check_callbacks, progress_bar
 from .result import TrainingResult
 from .sync_batch_norm import convert_sync_batchnorm, revert_sync_batchnorm
 
-__all__ = ["train_reverter", "TrainingResult", "STATISTICS_SAMPLES"]
+__all__ = ["train_reverter", "STATISTICS_SAMPLES"]
 
 STATISTICS_SAMPLES = 512
 """How many training inputs (the first ones seen) ``model.input_statistics`` summarises."""
@@ -73,7 +73,7 @@ def train_reverter(model, dataset, noise=None, litter=None, observer=None, confi
     dataset:
         Either observed pairs, items ``(observation (1, lon, v), target (1, distance, lon))``
         float32 in the model's units, or physical fields, items dicts of
-        ``(distance, lon, lat)`` tensors (e.g. :class:`~iris_nb.data.fields.GasModelDataset`),
+        ``(distance, lon, lat)`` tensors (e.g. :class:`~iris_nb.data.field_datasets.GasModelDataset`),
         observed batch by batch on the training device by ``observer``, or a
         :class:`~iris_nb.data.stream.FieldStream`, whose fields are also drawn on the training
         device (split into training and validation fields by field; ``replay`` > 1 reuses
@@ -103,7 +103,7 @@ def train_reverter(model, dataset, noise=None, litter=None, observer=None, confi
     """
     config = as_config(config)
     callbacks = check_callbacks(callbacks)
-    check_model(model)
+    _check_model(model)
     if env_world_size() > 1 and not is_distributed():
         init_from_env(config.device)  # started by torchrun without init_from_env: join the group now
     device = resolve_device(config.device)
@@ -123,23 +123,18 @@ def train_reverter(model, dataset, noise=None, litter=None, observer=None, confi
     if len(train_set) < world_size():
         raise ValueError(f"{len(train_set)} training samples cannot be shared by {world_size()} processes; "
                          "use more samples or fewer processes")
-    folder, state = open_checkpoint(checkpoint_dir, resume, model, config)
+    folder, state = ckpt.open_checkpoint(checkpoint_dir, resume, model, config)
     trainer = _Trainer(model, train_set, val_set, kind, dict(noise=noise, litter=litter, observer=observer),
                        config, device, folder, state, callbacks, progress)
     return trainer.fit()
 
 
-class _IndexList(Sampler):
-    """A sampler over a list of indices that the trainer replaces every epoch."""
-
-    def __init__(self) -> None:
-        self.indices: list[int] = []
-
-    def __iter__(self):
-        return iter(list(self.indices))
-
-    def __len__(self) -> int:
-        return len(self.indices)
+def _check_model(model) -> None:
+    """Refuse anything but a trainable Reverter."""
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "grid") or not hasattr(model, "input_scale"):
+        raise TypeError(f"train_reverter needs an iris_nb Reverter, got {type(model).__name__}")
+    if getattr(model, "inference_only", False):
+        raise TypeError("this model was made by optimize_for_inference and cannot be trained; train the original")
 
 
 class _Trainer:
@@ -151,8 +146,7 @@ class _Trainer:
         self.comm = device if (self.distributed and device.type == "cuda") else torch.device("cpu")
         model.to(device)
         if config.channels_last:
-            model.to(memory_format=torch.channels_last)
-            model._channels_last = True
+            model.channels_last = True
         if state is not None:
             model.load_state_dict(state["model"])
         self.net = model
@@ -175,18 +169,8 @@ class _Trainer:
                                                                       self.prepare.density_scale):
                 raise ValueError("the validation dataset declares other units than the training dataset; "
                                  "give both in the same units")
-        stream = find_stream(train_set) if kind == "stream" else None
-        if stream is not None and stream.replay > 1:  # fresh batches, each used `replay` times in a row
-            self.sampler = ReplaySampler(stream, config.batch_size, seed=config.seed, num_replicas=self.world,
-                                         rank=self.rank)
-        elif chunk_ids_of(train_set) is None:
-            self.sampler = DistributedSampler(train_set, num_replicas=self.world, rank=self.rank, shuffle=True,
-                                              seed=config.seed, drop_last=False)
-        else:  # a store: visit it chunk by chunk, so each chunk is decoded once per epoch
-            self.sampler = ChunkShuffleSampler(train_set, seed=config.seed, num_workers=config.num_workers,
-                                               batch_size=config.batch_size, num_replicas=self.world,
-                                               rank=self.rank, strided=True)
-        self.order = _IndexList()
+        self.sampler = training_sampler(train_set, kind, config, self.world, self.rank)
+        self.order = IndexList()
         pin = device.type == "cuda"
         workers = dict(num_workers=config.num_workers, persistent_workers=config.num_workers > 0, pin_memory=pin)
         self.loader = DataLoader(train_set, batch_size=config.batch_size, sampler=self.order,
@@ -274,10 +258,8 @@ class _Trainer:
                                    "start_batch": self.start_batch, "epochs": self.config.epochs,
                                    "n_batches": self.n_batches, "n_train": self.n_train,
                                    "n_validation": self.n_val, "world_size": self.world, "device": str(self.device)})
-        from tqdm.auto import tqdm
-
         total = max(0, (self.config.epochs - self.start_epoch) * self.n_batches - self.start_batch)
-        bar = tqdm(total=total, desc="training", unit="batch", disable=not (self.progress and self.main))
+        bar = progress_bar(total, "training", unit="batch", disable=not (self.progress and self.main))
         stopped = False
         try:
             for epoch in range(self.start_epoch, self.config.epochs):

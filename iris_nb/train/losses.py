@@ -211,14 +211,8 @@ class DensityVelocityLoss(nn.Module):
             raise ValueError(f"velocity_scale must be > 0 km/s, got {velocity_scale!r}")
         self.density_loss = density_loss
         self.velocity_weight, self.velocity_scale = float(velocity_weight), float(velocity_scale)
-
-    @property
-    def n(self) -> float:
-        return self.density_loss.n
-
-    @property
-    def density_normalization(self) -> float:
-        return self.density_loss.density_normalization
+        # the density loss's normalisation (model units, kg/m3), as a PhysicalLoss has them
+        self.n, self.density_normalization = density_loss.n, density_loss.density_normalization
 
     def _check(self, pred, true):
         if pred.shape != true.shape or pred.dim() != 4 or pred.shape[1] != 2:

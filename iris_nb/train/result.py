@@ -1,4 +1,6 @@
-"""``TrainingResult``: what a training run returns (and what its history looks like)."""
+"""``TrainingResult``: what a training run returns (and what its history looks like), and
+``result.json``, the file in which :func:`~iris_nb.train.run.run_training` leaves it for
+:func:`~iris_nb.train.launch.launch` and later readers (:func:`write_result`, :func:`read_result`)."""
 
 from __future__ import annotations
 
@@ -6,14 +8,18 @@ import dataclasses
 import json
 from pathlib import Path
 
+from .._files import write_text_atomic
 from .config import TrainingConfig
 
-__all__ = ["TrainingResult"]
+__all__ = ["TrainingResult", "RESULT_NAME", "read_result", "write_result"]
+
+RESULT_FORMAT = "iris_nb.run_result"
+RESULT_NAME = "result.json"
 
 
 @dataclasses.dataclass
 class TrainingResult:
-    """Outcome of :func:`~iris_nb.train.loop.train_reverter`.
+    """Outcome of :func:`~iris_nb.train.loop.train_reverter` (and of every entry point built on it).
 
     Attributes
     ----------
@@ -92,3 +98,26 @@ class TrainingResult:
         last += f", validation {val:.4g}" if val is not None else ""
         return (f"TrainingResult({self.epochs_completed}/{self.config.epochs} epochs{last}, "
                 f"stopped={self.stopped})")
+
+
+def write_result(result: TrainingResult, run, device) -> Path:
+    """Write ``<run.checkpoint_dir>/result.json`` atomically: the result's histories, the
+    :class:`~iris_nb.train.run.RunConfig`, the world size and the device."""
+    from . import distributed
+
+    payload = {"format": RESULT_FORMAT, "result": result.to_dict(), "run": run.to_dict(),
+               "world_size": distributed.world_size(), "device": str(device)}
+    return write_text_atomic(Path(run.checkpoint_dir) / RESULT_NAME, json.dumps(payload, indent=2))
+
+
+def read_result(path, model=None) -> TrainingResult:
+    """The ``TrainingResult`` stored in ``result.json`` at ``path``, with ``model`` attached."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not complete JSON ({err}); it was not written by run_training, or was cut "
+                         "short; run the training again (it resumes from its checkpoint)") from None
+    if not isinstance(data, dict) or data.get("format") != RESULT_FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path} is not a run result written by run_training (format {found!r})")
+    return TrainingResult.from_dict(data["result"], model=model)

@@ -23,26 +23,25 @@ Relative paths are relative to the working directory of the process that reads t
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from pathlib import Path
 
 import torch
 
 from .._files import ConfigFiles, check_fields
+from ..cube import REDUCTIONS
 from ..grids import PRESETS, Grid, get_grid
+from ..sim.litter_config import LitterConfig
 from ..sim.noise import NoiseConfig, as_noise_config
 from . import _run_io
+from ._run_build import state_hash
 from ._run_io import RunConfigError, check_run_files
 from .config import TrainingConfig
+from .progress import PROGRESS_PREFIX, progress_printer  # noqa: F401 - their names here before progress.py
 
-__all__ = ["RunConfig", "RunConfigError", "run_training", "as_run", "progress_printer", "state_hash", "PROGRESS_PREFIX"]
+__all__ = ["RunConfig", "RunConfigError", "run_training", "train_pairs", "prepare_pairs", "as_run", "progress_printer",
+           "state_hash", "PROGRESS_PREFIX"]
 
-PROGRESS_PREFIX = "IRIS_PROGRESS "
-"""Start of the machine-readable progress lines rank 0 prints (followed by one JSON object)."""
-
-REDUCTIONS = ("mean", "max")
 DEBUG_KEYS = {
     "save_state": "each rank writes <checkpoint_dir>/debug/rank<k>_state.pt (final weights) and a hash",
     "fail_rank": "this global rank raises RuntimeError on purpose (tests of failure handling)",
@@ -72,11 +71,12 @@ class RunConfig(ConfigFiles):
         or ``None`` (no noise).  A noise dict without ``channel_width`` (run files written
         before it existed) keeps its old meaning: ``sigma`` per grid pixel, white noise.
     litter:
-        ``None`` or ``{"paths": [store, ...], "p": probability or [one per store]}``: for each
+        ``None``, a :class:`~iris_nb.sim.litter_config.LitterConfig` or its dict
+        ``{"paths": [store, ...], "p": probability or [one per store], "scale": 1}``: for each
         litter store (e.g. near-side and far-side gas written with
         :func:`iris_nb.sim.litter.near_side_litter`), each input independently receives one of
-        its PV images with probability ``p`` (:class:`iris_nb.sim.litter.Litter`); an optional
-        ``"scale"`` (default 1) multiplies every litter image.
+        its PV images with probability ``p`` (:class:`iris_nb.sim.litter.Litter`); ``scale``
+        (default 1) multiplies every litter image.
     checkpoint_dir:
         Folder for ``checkpoint.pt``, ``model.pt``, ``result.json`` and launch logs.
     init:
@@ -103,7 +103,7 @@ class RunConfig(ConfigFiles):
     grid: Grid | str | None = None
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     noise: NoiseConfig | None = None
-    litter: dict | None = None
+    litter: LitterConfig | None = None
     checkpoint_dir: str = "iris_nb_run"
     init: str | None = None
     reduction: str = "mean"
@@ -122,7 +122,7 @@ class RunConfig(ConfigFiles):
                 raise RunConfigError(f"RunConfig.grid: {err}") from None
         set_("training", _as_training(self.training))
         set_("noise", _as_noise(self.noise))
-        set_("litter", _run_io.as_litter(self.litter))
+        set_("litter", _as_litter(self.litter))
         set_("checkpoint_dir", _run_io.as_path(self.checkpoint_dir, "checkpoint_dir"))
         if self.init is not None:
             set_("init", _run_io.as_path(self.init, "init"))
@@ -156,12 +156,10 @@ class RunConfig(ConfigFiles):
         """
         return {
             "dataset": self.dataset[0] if len(self.dataset) == 1 else list(self.dataset),
-            "grid": _grid_to_plain(self.grid),
+            "grid": grid_to_plain(self.grid),
             "training": self.training.to_dict(),
             "noise": None if self.noise is None else self.noise.to_dict(),
-            "litter": None if self.litter is None else {
-                **self.litter, "paths": list(self.litter["paths"]),
-                "p": list(self.litter["p"]) if isinstance(self.litter["p"], tuple) else self.litter["p"]},
+            "litter": None if self.litter is None else self.litter.to_dict(),
             "checkpoint_dir": self.checkpoint_dir,
             "init": self.init,
             "reduction": self.reduction,
@@ -191,8 +189,8 @@ class RunConfig(ConfigFiles):
     def resolved(self) -> "RunConfig":
         """A copy whose paths are absolute (resolved against the current working directory)."""
         absolute = lambda p: None if p is None else str(Path(p).expanduser().resolve())  # noqa: E731
-        litter = None if self.litter is None else {**self.litter,
-                                                   "paths": tuple(absolute(p) for p in self.litter["paths"])}
+        litter = None if self.litter is None else self.litter.replace(
+            paths=tuple(absolute(p) for p in self.litter.paths))
         return self.replace(dataset=tuple(absolute(p) for p in self.dataset), litter=litter,
                             checkpoint_dir=absolute(self.checkpoint_dir), init=absolute(self.init))
 
@@ -222,6 +220,13 @@ def _as_noise(value) -> NoiseConfig | None:
         raise RunConfigError(f"RunConfig.noise: {err}") from None
 
 
+def _as_litter(value) -> LitterConfig | None:
+    try:
+        return LitterConfig.coerce(value)
+    except (TypeError, ValueError) as err:
+        raise RunConfigError(f"RunConfig.litter: {err}") from None
+
+
 def _as_debug(value) -> dict:
     if value is None:
         return {}
@@ -240,7 +245,7 @@ def _as_debug(value) -> dict:
     return out
 
 
-def _grid_to_plain(grid: Grid | None):
+def grid_to_plain(grid: Grid | None):
     if grid is None:
         return None
     preset = PRESETS.get(grid.name.upper())
@@ -261,14 +266,15 @@ def run_training(run, device: str | None = None, resume: bool = True, callbacks=
     model (``Reverter(grid, reduction)`` or ``Reverter.load(init)``); call
     :func:`~iris_nb.train.loop.train_reverter`; rank 0 writes ``<checkpoint_dir>/result.json``.
     ``device`` (``"cpu"``, ``"cuda"`` or ``None``) overrides ``run.training.device``;
-    ``resume``, ``callbacks`` and ``progress`` (a tqdm bar on rank 0) go to ``train_reverter``.
+    ``resume``, ``callbacks`` and ``progress`` (a bar on rank 0, plain lines in a log) go to ``train_reverter``.
 
-    Returns the :class:`~iris_nb.train.loop.TrainingResult` (its ``model`` holds the trained
+    Returns the :class:`~iris_nb.train.result.TrainingResult` (its ``model`` holds the trained
     weights, output ``(B, 1, distance, lon)`` in the model's density unit).
     """
     from . import distributed
-    from ._run_build import build_inputs, save_debug_state, write_result
+    from ._run_build import build_inputs, save_debug_state
     from .loop import train_reverter
+    from .result import write_result
 
     run = as_run(run)
     grid = run.check()
@@ -293,6 +299,44 @@ def run_training(run, device: str | None = None, resume: bool = True, callbacks=
             distributed.cleanup()
 
 
+def prepare_pairs(run, dataset, model=None) -> dict:
+    """The model, noise and litter with which :func:`train_pairs` trains ``dataset``.
+
+    Returns ``{"model": Reverter, "noise": Noise or None, "litter": Litter or None}``, built
+    from ``run`` as :func:`run_training` builds them; see :func:`train_pairs` for the
+    arguments.  Raises ValueError/TypeError (an empty dataset, no grid or unit to build a
+    model from, a model on another grid than ``run.grid``, a missing litter store) before
+    any training.
+    """
+    from ._run_build import build_pairs_inputs
+
+    return build_pairs_inputs(as_run(run), dataset, model)
+
+
+def train_pairs(run, dataset, model=None, *, callbacks=(), progress: bool = True):
+    """Train on pairs held in memory with the settings of ``run`` (no dataset store is read).
+
+    ``dataset`` is a sized torch Dataset of ``(observation (1, lon, v), target
+    (1, distance, lon))`` pairs, e.g. :func:`iris_nb.data.field_datasets.observed_pairs`; ``model``
+    is a :class:`~iris_nb.Reverter` (trained in place), or ``None`` for a fresh one built
+    from ``run`` (grid: ``run.grid``, else ``dataset.grid``; input unit:
+    ``dataset.units["observation"]``; initial weights from ``run.training.seed``).
+    ``run.training``, ``run.noise``, ``run.litter`` (stores) and ``run.checkpoint_dir``
+    apply as in :func:`run_training` (``run.dataset`` is not read); the training resumes
+    from ``<checkpoint_dir>/checkpoint.pt`` when it exists.  ``callbacks`` and ``progress``
+    go to :func:`~iris_nb.train.loop.train_reverter`.
+
+    Returns the :class:`~iris_nb.train.result.TrainingResult`.
+    """
+    from .loop import train_reverter
+
+    run = as_run(run)
+    inputs = prepare_pairs(run, dataset, model)
+    return train_reverter(inputs["model"], dataset, noise=inputs["noise"], litter=inputs["litter"],
+                          config=run.training, checkpoint_dir=run.checkpoint_dir, resume=True,
+                          callbacks=tuple(callbacks), progress=progress)
+
+
 def as_run(run) -> RunConfig:
     """A :class:`RunConfig` from a RunConfig, a dict of its fields or a YAML/JSON file path."""
     if isinstance(run, RunConfig):
@@ -305,35 +349,3 @@ def as_run(run) -> RunConfig:
             return RunConfig.from_json(path)
         return RunConfig.from_yaml(path)
     raise TypeError(f"run must be a RunConfig, a dict of its fields or a YAML path, got {type(run).__name__}")
-
-
-def progress_printer(stream=None):
-    """A training callback that prints one ``IRIS_PROGRESS {json}`` line per event.
-
-    :func:`~iris_nb.train.launch.launch` reads these lines from rank 0 to drive its progress
-    bar.  Values that are not JSON numbers, strings or booleans are left out; the
-    ``train_end`` line carries only the event name.
-    """
-    import sys
-
-    def callback(event: str, info: dict):
-        plain = {} if event == "train_end" else {
-            k: v for k, v in dict(info or {}).items()
-            if isinstance(v, (int, float, str, bool)) or v is None}
-        out = stream if stream is not None else sys.stdout
-        out.write(PROGRESS_PREFIX + json.dumps({"event": event, **plain}) + "\n")
-        out.flush()
-        return None
-
-    return callback
-
-
-def state_hash(state_dict) -> str:
-    """SHA-256 over the names and exact bytes of a state dict's tensors (CPU, contiguous)."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().to("cpu").contiguous()
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()

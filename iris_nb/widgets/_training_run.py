@@ -2,7 +2,7 @@
 
 * :class:`TrainingJob` -- one training started without blocking the kernel: a daemon thread
   that calls :func:`~iris_nb.train.run.run_training` (or
-  :func:`~iris_nb.train.loop.train_reverter` on an in-memory dataset), or a
+  :func:`~iris_nb.train.run.train_pairs` on an in-memory dataset), or a
   :func:`~iris_nb.train.launch.launch` handle on ``torchrun`` processes and a thread that
   waits for it.  Stopping is always *clean*: the training callback answers ``True`` after the
   current batch, a checkpoint is written, and the result says ``stopped=True``.
@@ -25,66 +25,9 @@ import ipywidgets as ipw
 
 from .base import render_png
 
-__all__ = ["TrainingJob", "LiveView", "loss_plot_png", "train_in_memory"]
+__all__ = ["TrainingJob", "LiveView", "loss_plot_png"]
 
 MODES = ("local", "distributed")
-
-
-def train_in_memory(run, dataset, model=None, callbacks=()):
-    """Train on pairs held in memory with the settings of ``run`` (no store is read).
-
-    ``dataset`` yields ``(observation (1, lon, v), target (1, distance, lon))`` pairs, e.g.
-    :func:`iris_nb.data.fields.observed_pairs`; ``model`` is a
-    :class:`~iris_nb.model.Reverter` (trained in place), or ``None`` for a fresh one built
-    from ``run`` (grid: ``run.grid``, else ``dataset.grid``; input unit:
-    ``dataset.units["observation"]``).  ``run.training``, ``run.noise``, ``run.litter`` (stores)
-    and ``run.checkpoint_dir`` apply as in :func:`~iris_nb.train.run.run_training`; the
-    training resumes from ``<checkpoint_dir>/checkpoint.pt`` when it exists.
-    Returns the :class:`~iris_nb.train.result.TrainingResult`.
-    """
-    return _train_pairs(run, dataset, *in_memory_inputs(run, dataset, model), callbacks=callbacks)
-
-
-def _train_pairs(run, dataset, model, noise, litter, callbacks=()):
-    from ..train.loop import train_reverter
-
-    return train_reverter(model, dataset, noise=noise, litter=litter, config=run.training,
-                          checkpoint_dir=run.checkpoint_dir, resume=True, callbacks=tuple(callbacks),
-                          progress=False)
-
-
-def in_memory_inputs(run, dataset, model=None):
-    """``(model, noise, litter)`` for :func:`train_in_memory`; raises ValueError/TypeError early."""
-    from ..train import _run_build
-
-    try:
-        n = len(dataset)
-    except TypeError:
-        raise TypeError(f"dataset must be a sized torch Dataset of (observation, target) pairs, got "
-                        f"{type(dataset).__name__}") from None
-    if n == 0:
-        raise ValueError("the in-memory dataset is empty; give at least a few (observation, target) pairs")
-    units = dict(getattr(dataset, "units", None) or {})
-    if model is None:
-        grid = run.grid or getattr(dataset, "grid", None)
-        if grid is None or "observation" not in units:
-            raise ValueError("without model= the panel builds a Reverter from the dataset, which needs a grid "
-                             "(set the panel's grid, or use a dataset with .grid) and .units['observation'] "
-                             "(e.g. iris_nb.data.fields.observed_pairs); or pass model=Reverter(...)")
-        model = _run_build.build_model(run, grid, units["observation"])
-    elif run.grid is not None and model.grid != run.grid:
-        raise ValueError(f"the panel's grid {run.grid.name!r} differs from the model's grid {model.grid.name!r}; "
-                         "choose 'from the store' in the grid menu or pass a model on that grid")
-    noise = None
-    if run.noise is not None:
-        from ..sim.noise import Noise
-
-        noise = Noise.from_config(run.noise, grid=model.grid)
-    litter = None
-    if run.litter is not None:
-        unit = units.get("observation") or str(model.input_unit)
-        litter = _run_build.build_litter(run, {"observation": unit})
-    return model, noise, litter
 
 
 class TrainingJob:
@@ -139,8 +82,11 @@ class TrainingJob:
                                  callbacks=[self._callback])
             target = self.handle.wait
         elif self.dataset is not None:
-            inputs = in_memory_inputs(self.run, self.dataset, self.model)
-            target = lambda: _train_pairs(self.run, self.dataset, *inputs, callbacks=[self._callback])  # noqa: E731
+            from ..train.run import prepare_pairs, train_pairs
+
+            model = prepare_pairs(self.run, self.dataset, self.model)["model"]  # errors before the thread
+            target = lambda: train_pairs(self.run, self.dataset, model, callbacks=[self._callback],  # noqa: E731
+                                         progress=False)
         else:
             from ..train.run import run_training
 

@@ -19,10 +19,10 @@ from ..cube import reduce_cube
 from ..grids import galactocentric_xy
 from ..plot import KINDS, STRETCHES, pv_image, top_down
 from ..regrid import regrid_cube
-from ..reversion import _check_models, revert
+from ..reversion import check_models, revert
 from ..units import density_scale, parse_unit
 from .base import ConfigWidget, render_png, report_errors
-from .reduction import _check_size, _preview_cube
+from .reduction import check_size, preview_cube
 
 __all__ = ["ReversionExplorer", "UNIT_CHOICES"]
 
@@ -105,9 +105,9 @@ class ReversionExplorer(ConfigWidget):
 
     def __init__(self, cube, models, units: str = "Msun/pc3", value: dict | None = None, *,
                  figsize=(4.6, 3.7), dpi: int = 80, device=None) -> None:
-        self._figsize, self._dpi = _check_size(figsize, dpi)
-        cube = _preview_cube(cube)
-        models, _ = _check_models(models)
+        self._figsize, self._dpi = check_size(figsize, dpi)
+        cube = preview_cube(cube)
+        models, _ = check_models(models)
         self._base_units = _check_units(units)
         self._options = _selection_options(len(models))
         self._grid = models[0].grid

@@ -4,57 +4,31 @@ Litter stores are dataset stores written with ``model=near_side_litter`` (foregr
 between the Sun and the CMZ) or ``model=far_side_litter`` (background gas, beyond it); during
 training each input independently receives one PV image of each store with probability ``p``
 (:class:`~iris_nb.sim.litter.Litter`).  The picker edits the ``litter`` field of a run config:
-``None`` or ``{"paths": (store, ...), "p": number or (one per store,)}``.
+``None`` or a :class:`~iris_nb.sim.litter_config.LitterConfig`.  The preview is drawn by
+:mod:`iris_nb.widgets._litter_preview`.
 """
 
 from __future__ import annotations
 
 import html
-import math
 import numbers
 from collections.abc import Mapping
 from pathlib import Path
 
 import ipywidgets as ipw
-import numpy as np
-import torch
 import traitlets
 import xarray as xr
 
-from ..data.datasets import PreObservedDataset, observation_scale
+from ..data.datasets import observation_scale
 from ..grids import get_grid
-from .base import ConfigWidget, config_entry, render_png, report_errors
-from .reduction import _check_size, _preview_cube
+from ..sim.litter_config import DEFAULT_P, LitterConfig, check_scale
+from ._litter_preview import PREVIEWS, SIDE_LABELS, caption, draw_preview, open_litter, preview_unit, store_side
+from .base import ConfigWidget, config_entry, report_errors
+from .reduction import check_size, preview_cube
 
 __all__ = ["LitterPicker", "SIDE_LABELS", "store_side"]
 
 CONFIG_KEY = "litter"  # the RunConfig / CLI field this widget edits
-DEFAULT_P = 0.5
-SIDE_LABELS = {"near": "foreground (near side)", "far": "background (far side)", "": "side not recorded"}
-PREVIEWS = ("mean", "example")
-
-
-def store_side(info) -> str:
-    """``"near"``, ``"far"`` or ``""`` (unknown): the side of the CMZ a store's gas model fills.
-
-    ``info`` is a :class:`~iris_nb.data.layout.StoreInfo`; the side is read from the gas model
-    recorded in the store (``near_side_litter``, ``far_side_litter`` or ``make_litter`` with a
-    ``side`` keyword).
-    """
-    name = str(info.model).rsplit(".", 1)[-1]
-    if name in ("near_side_litter", "far_side_litter"):
-        return name.split("_", 1)[0]
-    side = info.model_kwargs.get("side") if name == "make_litter" else None
-    return side if side in ("near", "far") else ""
-
-
-def _probability(p, where: str) -> float:
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(p):
-        raise TypeError(f"{where} must be a number in [0, 1], got {p!r}")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{where} is the probability that an input receives one of the store's images; "
-                         f"it must lie in [0, 1], got {p:g}")
-    return float(p)
 
 
 class LitterPicker(ConfigWidget):
@@ -66,8 +40,9 @@ class LitterPicker(ConfigWidget):
         Paths of litter stores to start with (each with ``p = 0.5``), added after those of
         ``value``.
     value:
-        The initial litter, as ``RunConfig.litter``: ``None`` or ``{"paths": [...], "p": ...}``
-        (with ``"scale"`` when it is not 1).
+        The initial litter, as ``RunConfig.litter``: ``None``, a
+        :class:`~iris_nb.sim.litter_config.LitterConfig` or its dict ``{"paths": [...], "p": ...,
+        "scale": ...}``.
     grid:
         The run's :class:`~iris_nb.grids.Grid` (or preset name): stores whose PV images
         ``(lon, velocity)`` have another shape are refused.  Default: the first store's.
@@ -85,11 +60,12 @@ class LitterPicker(ConfigWidget):
 
     Attributes
     ----------
-    value : dict or None
-        ``{"paths": (str, ...), "p": float or (float, ...)}`` (one ``p`` when all stores share
-        it) plus ``"scale"`` when it is not 1, as ``RunConfig.litter`` holds it; ``None`` without a store.  A missing store, a
-        store of another PV shape or ``p`` outside [0, 1] show a message in the widget and
-        keep the previous value.  Observe with ``picker.observe(handler, names="value")``.
+    value : LitterConfig or None
+        The chosen stores, their ``p`` (one number when all stores share it) and the scale, as
+        ``RunConfig.litter`` holds it; ``None`` without a store.  A dict may be assigned.  A
+        missing store, a store of another PV shape or ``p`` outside [0, 1] show a message in
+        the widget and keep the previous value.  Observe with
+        ``picker.observe(handler, names="value")``.
     sides : dict
         ``{path: "near" | "far" | ""}``: from the store's gas model, else the user's choice.
     hit_fraction : float
@@ -103,12 +79,12 @@ class LitterPicker(ConfigWidget):
 
     def __init__(self, stores=(), value=None, grid=None, *, cube=None, scale: float | None = None, seed: int = 0,
                  figsize=(5.5, 3.4), dpi: int = 90) -> None:
-        self._figsize, self._dpi = _check_size(figsize, dpi)
+        self._figsize, self._dpi = check_size(figsize, dpi)
         if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
             raise TypeError(f"seed must be a non-negative integer, got {seed!r}")
         self.seed = int(seed)
         grid = None if grid is None else get_grid(grid)
-        self._cube = None if cube is None else _preview_cube(cube)
+        self._cube = None if cube is None else preview_cube(cube)
         cube_shape = None if cube is None else (self._cube.sizes["lon"], self._cube.sizes["velocity"])
         if grid is not None and cube_shape not in (None, grid.pv_shape):
             raise ValueError(f"the cube has PV shape {cube_shape} but grid {grid.name!r} has {grid.pv_shape}; "
@@ -120,12 +96,12 @@ class LitterPicker(ConfigWidget):
         self._cache: dict = {}
         self._syncing = False
         value = self.check_value(value)
-        scale = self._check_scale((value or {}).get("scale", 1.0) if scale is None else scale)
+        scale = check_scale(1.0 if value is None else value.scale) if scale is None else check_scale(scale)
         stores = [stores] if isinstance(stores, (str, Path)) else list(stores)
-        extra = [str(path) for path in stores if str(path) not in (value["paths"] if value else ())]
+        chosen = () if value is None else value.paths
+        extra = [str(path) for path in stores if str(path) not in chosen]
         if extra:  # the stores not yet in value, with p = 0.5 each
-            value = {"paths": list(value["paths"] if value else []) + extra,
-                     "p": self._ps(value) + [DEFAULT_P] * len(extra)}
+            value = {"paths": list(chosen) + extra, "p": self._ps(value) + [DEFAULT_P] * len(extra)}
         value = self.check_value(None if value is None else {**value, "scale": scale})
         super().__init__(value, scale=scale)
         self.path_input = ipw.Text(placeholder="path/to/litter.zarr", description="Store")
@@ -172,12 +148,16 @@ class LitterPicker(ConfigWidget):
             self._infos[path] = info
         return self._infos[path]
 
-    def check_value(self, value) -> dict | None:
-        """``None`` or the normalised litter dict, else ValueError/TypeError saying what to fix."""
+    def check_value(self, value) -> LitterConfig | None:
+        """``None`` or the :class:`LitterConfig` of ``value`` (a LitterConfig or its dict) with
+        stores that exist and fit together, else ValueError/TypeError saying what to fix."""
         if value is None:
             return None
+        if isinstance(value, LitterConfig):
+            value = value.to_dict()
         if not isinstance(value, Mapping):
-            raise TypeError(f"litter must be None or a dict {{'paths': [...], 'p': 0.5}}, got {type(value).__name__}")
+            raise TypeError(f"litter must be None, a LitterConfig or a dict {{'paths': [...], 'p': 0.5}}, "
+                            f"got {type(value).__name__}")
         value = dict(value)
         paths = value.get("paths")
         paths = [paths] if isinstance(paths, (str, Path)) else paths
@@ -188,47 +168,30 @@ class LitterPicker(ConfigWidget):
             duplicates = sorted({path for path in paths if paths.count(path) > 1})
             if duplicates:
                 raise ValueError(f"litter store(s) {duplicates} are listed twice; give each store once")
-            p = value.get("p", DEFAULT_P)
-            if isinstance(p, (list, tuple)) and len(p) == len(paths):
-                value["p"] = [_probability(item, f"p of litter store {path}") for item, path in zip(p, paths)]
-            elif not isinstance(p, (list, tuple)):
-                value["p"] = _probability(p, "the litter probability p")
             value["paths"] = paths
-        from ..train._run_io import as_litter
-
-        litter = as_litter(value)  # RunConfigError (a ValueError) for a malformed dict
-        infos = [self._info(path) for path in litter["paths"]]
+        litter = LitterConfig.from_dict(value)
+        infos = [self._info(path) for path in litter.paths]
         shape = self._shape or infos[0].grid.pv_shape
-        for path, info in zip(litter["paths"], infos):
+        for path, info in zip(litter.paths, infos):
             if info.grid.pv_shape != shape:
                 raise ValueError(f"litter store {path} has PV images of shape (lon, velocity) = {info.grid.pv_shape} "
                                  f"but the training inputs are {shape}; write the litter on litter_grid(grid, side) "
                                  "of the run's grid")
-        for path, info in zip(litter["paths"][1:], infos[1:]):
+        for info in infos[1:]:
             observation_scale(info.units["observation"], infos[0].units["observation"])  # ValueError if apart
-        p = litter["p"]
-        if isinstance(p, tuple) and len(set(p)) == 1:
-            litter["p"] = p[0]  # the same run: one p for every store
+        if isinstance(litter.p, tuple) and len(set(litter.p)) == 1:
+            litter = litter.replace(p=litter.p[0])  # the same run: one p for every store
         return litter
 
     @staticmethod
     def _ps(value) -> list[float]:
         """One ``p`` per store of ``value`` (a list; empty for ``None``)."""
-        if value is None:
-            return []
-        p = value["p"]
-        return list(p) if isinstance(p, tuple) else [p] * len(value["paths"])
-
-    @staticmethod
-    def _check_scale(scale) -> float:
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale < 0:
-            raise ValueError(f"the litter scale is a factor >= 0 on every litter image, got {scale!r}")
-        return float(scale)
+        return [] if value is None else list(value.ps)
 
     @traitlets.validate("scale")
     def _validate_scale(self, proposal):
         with report_errors(self.error):
-            scale = self._check_scale(proposal["value"])
+            scale = check_scale(proposal["value"])
             self.error.clear()
             return scale
         return self.scale  # refused: the message says why
@@ -236,7 +199,7 @@ class LitterPicker(ConfigWidget):
     @property
     def paths(self) -> tuple[str, ...]:
         """The chosen store paths (empty without a store)."""
-        return () if self.value is None else self.value["paths"]
+        return () if self.value is None else self.value.paths
 
     @property
     def sides(self) -> dict:
@@ -246,7 +209,7 @@ class LitterPicker(ConfigWidget):
     @property
     def hit_fraction(self) -> float:
         """Probability that a training input receives litter from at least one store."""
-        return 1.0 - float(np.prod([1.0 - p for p in self._ps(self.value)]))
+        return 0.0 if self.value is None else self.value.hit_fraction
 
     # ---------------------------------------------------------------- actions
     def add(self, path, p: float = DEFAULT_P) -> None:
@@ -312,15 +275,15 @@ class LitterPicker(ConfigWidget):
                       "scale": self.scale}
 
     def _on_scale(self, change) -> None:
-        if self.value is not None and self.value.get("scale", 1.0) != change["new"]:
-            self.value = {**self.value, "scale": change["new"]}  # redraws through _on_value
+        if self.value is not None and self.value.scale != change["new"]:
+            self.value = self.value.replace(scale=change["new"])  # redraws through _on_value
         else:
             self._update_preview()
 
     def _on_value(self, change) -> None:
-        if self.value is not None and self.value.get("scale", 1.0) != self.scale:
-            self.scale = self.value.get("scale", 1.0)
-        old = () if change["old"] is None else change["old"]["paths"]
+        if self.value is not None and self.value.scale != self.scale:
+            self.scale = self.value.scale
+        old = () if change["old"] is None else change["old"].paths
         if tuple(old) != self.paths:
             self._build_rows()
         else:
@@ -333,85 +296,26 @@ class LitterPicker(ConfigWidget):
         self._update_preview()
 
     # ---------------------------------------------------------------- preview
-    def _units(self) -> tuple[str, bool]:
-        """Unit of the preview image and whether the cube's PV is part of it (its unit converts)."""
-        store_unit = self._info(self.paths[0]).units["observation"]
-        try:
-            observation_scale(store_unit, self._cube.attrs["units"])
-        except (AttributeError, ValueError):  # no cube, or a cube in another kind of unit
-            return store_unit, False
-        return str(self._cube.attrs["units"]), True
-
-    def _dataset(self, path: str, unit: str):
-        """``(PreObservedDataset of all samples, mean image (lon, v) as float64)`` in ``unit``."""
-        if (path, unit) not in self._data:
-            from ..data.layout import open_store
-
-            data = PreObservedDataset(path, split="train", validation_fraction=0.0, test_fraction=0.0,
-                                      units={"observation": unit})
-            factor = observation_scale(data.info.units["observation"], unit)
-            mean = open_store(path)["observation"].mean("sample").values.astype(np.float64) * factor
-            self._data[path, unit] = (data, mean)
-        return self._data[path, unit]
-
     @property
     def pv(self) -> xr.DataArray | None:
         """The previewed image ``(lon, velocity)`` (cube PV plus litter, or litter alone), ``None`` without a store."""
         return None if self.value is None else self._render()[1]
 
     def _render(self):
+        """``(png, pv, hit paths or None, whether the cube is shown)`` of the current preview (cached)."""
         kind = self.kind_toggle.value
         key = (tuple(self.paths), tuple(self._ps(self.value)), self.scale, kind, self.seed if kind == "example" else 0)
         if key not in self._cache:
-            self._cache[key] = self._draw(kind)
+            first = self._info(self.paths[0])
+            unit, with_cube = preview_unit(first.units["observation"], self._cube)
+            for path in self.paths:
+                if (path, unit) not in self._data:
+                    self._data[path, unit] = open_litter(path, unit)
+            self._cache[key] = draw_preview(kind, self.paths, [self._data[path, unit] for path in self.paths],
+                                            self._ps(self.value), self.scale, self.seed, first, unit,
+                                            cube=self._cube if with_cube else None,
+                                            figsize=self._figsize, dpi=self._dpi)
         return self._cache[key]
-
-    def _draw(self, kind: str):
-        from ..cube import reduce_cube
-        from ..plot import pv_image
-        from ..sim.litter import Litter
-
-        unit, with_cube = self._units()
-        first = self._info(self.paths[0])
-        parts = [self._dataset(path, unit) for path in self.paths]
-        ps = self._ps(self.value)
-        if with_cube:
-            base = reduce_cube(self._cube, first.reduction)
-            lon, velocity, image = base["lon"].values, base["velocity"].values, base.values.astype(np.float64)
-        else:
-            lon, velocity = first.grid.lon.centers(), first.grid.velocity.centers()
-            image = np.zeros(first.grid.pv_shape)
-        if kind == "mean":
-            image = image + self.scale * sum(p * mean for p, (_, mean) in zip(ps, parts))
-            what, hits = "mean litter image, weighted by p", None
-        else:
-            litter = Litter([data for data, _ in parts], p=ps, scale=self.scale)
-            drawn, hit = litter.draw(1, generator=torch.Generator().manual_seed(self.seed), dtype=torch.float64)
-            image = image + drawn[0, 0].numpy()
-            what, hits = f"one draw (seed {self.seed})", [path for path, h in zip(self.paths, hit[:, 0]) if bool(h)]
-        pv = xr.DataArray(image, dims=("lon", "velocity"),
-                          coords={"lon": ("lon", lon, {"units": "deg"}), "velocity": ("velocity", velocity,
-                                                                                      {"units": "km/s"})},
-                          attrs={"units": unit, "long_name": "cube + litter" if with_cube else "litter"})
-        title = f"{'cube + ' if with_cube else ''}{what}"
-        png = render_png(lambda ax: pv_image(pv, ax=ax, title=title), self._figsize, self._dpi)
-        return png, pv, hits, with_cube
-
-    def _caption(self, hits, with_cube: bool) -> str:
-        sides = self.sides
-        parts = [f"{html.escape(Path(path).name)} ({SIDE_LABELS[sides[path]].split(' (')[0] if sides[path] else '?'}) "
-                 f"p = {p:g}" for path, p in zip(self.paths, self._ps(self.value))]
-        text = (f"{'; '.join(parts)}. A training input receives litter from at least one store with probability "
-                f"<b>{100 * self.hit_fraction:.1f}%</b>")
-        if self.scale != 1.0:
-            text += f"; litter images x{self.scale:g}"
-        if hits is not None:
-            names = ", ".join(html.escape(Path(path).name) for path in hits) or "no store"
-            text += f"; this draw got litter from: {names}"
-        if self._cube is not None and not with_cube:
-            text += (f"; the cube is in {html.escape(str(self._cube.attrs.get('units')))}, which does not convert "
-                     "to the litter's unit, so the litter is shown alone")
-        return f"<small>{text}.</small>"
 
     def _update_preview(self) -> None:
         if self.value is None:
@@ -423,17 +327,14 @@ class LitterPicker(ConfigWidget):
             png, _, hits, with_cube = self._render()
             self.preview.value = png
             self.preview.layout.display = None
-            self.caption.value = self._caption(hits, with_cube)
+            self.caption.value = caption(self.paths, self._ps(self.value), self.sides, self.hit_fraction, self.scale,
+                                         hits, self._cube, with_cube)
 
     # ------------------------------------------------------------------ config
     def to_dict(self) -> dict:
         """``{"litter": {"paths": [...], "p": ..., ["scale": ...]} or None}``: the ``litter`` field of a
         run config file."""
-        if self.value is None:
-            return {CONFIG_KEY: None}
-        p = self.value["p"]
-        return {CONFIG_KEY: {**self.value, "paths": list(self.value["paths"]),
-                             "p": list(p) if isinstance(p, tuple) else p}}
+        return {CONFIG_KEY: None if self.value is None else self.value.to_dict()}
 
     @classmethod
     def from_dict(cls, data, **kwargs) -> "LitterPicker":

@@ -9,12 +9,11 @@ import numpy as np
 import traitlets
 import xarray as xr
 
-from ..cube import reduce_cube, standardize_cube
+from ..cube import REDUCTIONS, reduce_cube, standardize_cube
 from .base import ConfigWidget, render_png, report_errors
 
 __all__ = ["ReductionPicker", "REDUCTIONS"]
 
-REDUCTIONS = ("mean", "max")
 CONFIG_KEY = "reduction"  # the RunConfig / CLI field this widget edits
 _TOOLTIPS = (
     "average over the observed latitude pixels (NaN ignored); the paper's choice",
@@ -35,7 +34,7 @@ def check_reduction(value) -> str:
     return name
 
 
-def _preview_cube(cube) -> xr.DataArray:
+def preview_cube(cube) -> xr.DataArray:
     """The cube standardised to ``(lon, lat, velocity)`` for previews (checked, no data copy)."""
     if not isinstance(cube, xr.DataArray):
         raise TypeError(
@@ -51,7 +50,7 @@ def _preview_cube(cube) -> xr.DataArray:
     return std
 
 
-def _check_size(figsize, dpi) -> tuple[tuple[float, float], int]:
+def check_size(figsize, dpi) -> tuple[tuple[float, float], int]:
     """Validated preview size: ``(width, height)`` in inches and dots per inch."""
     try:
         width, height = (float(x) for x in figsize)
@@ -93,8 +92,8 @@ class ReductionPicker(ConfigWidget):
     """
 
     def __init__(self, cube=None, value: str = "mean", *, figsize=(5.5, 3.4), dpi: int = 90) -> None:
-        self._figsize, self._dpi = _check_size(figsize, dpi)
-        self._cube = None if cube is None else _preview_cube(cube)
+        self._figsize, self._dpi = check_size(figsize, dpi)
+        self._cube = None if cube is None else preview_cube(cube)
         self._cache: dict[str, tuple[bytes, xr.DataArray]] = {}
         self._nan_fraction = None
         super().__init__(value)

@@ -20,12 +20,12 @@ from pathlib import Path
 import ipywidgets as ipw
 
 from ..grids import PRESETS, Grid
-from ..train._procs import LaunchError
+from ..train import LaunchError
 from ..train.config import PRECISIONS, SCHEDULERS
-from ..train.run import RunConfig, _grid_to_plain
+from ..train.run import RunConfig, grid_to_plain
 from ._training_run import MODES, LiveView, TrainingJob
 from .base import ConfigWidget, report_errors
-from .reduction import _check_size, _preview_cube
+from .reduction import check_size, preview_cube
 
 __all__ = ["TrainingPanel"]
 
@@ -65,7 +65,7 @@ def _cube_on_grid(cube, grid: Grid | None):
     """``cube`` when its (lon, velocity) pixels are the grid's (the litter preview needs that), else None."""
     if cube is None or grid is None:
         return None
-    std = _preview_cube(cube)
+    std = preview_cube(cube)
     return cube if (std.sizes["lon"], std.sizes["velocity"]) == grid.pv_shape else None
 
 
@@ -82,7 +82,7 @@ class TrainingPanel(ConfigWidget):
         unobserved) for the previews of the embedded reduction and noise pickers.
     dataset:
         Optional in-memory pairs ``(observation (1, lon, v), target (1, distance, lon))`` (e.g.
-        :func:`iris_nb.data.fields.observed_pairs`).  Start then trains on them locally instead
+        :func:`iris_nb.data.field_datasets.observed_pairs`).  Start then trains on them locally instead
         of reading the stores (the value's ``dataset`` paths still go into the YAML for the CLI).
     model:
         Optional :class:`~iris_nb.model.Reverter` to train on ``dataset`` (default: a fresh one
@@ -114,7 +114,7 @@ class TrainingPanel(ConfigWidget):
 
     def __init__(self, run=None, cube=None, dataset=None, model=None, *, mode: str = "local", nproc: int = 2,
                  plot_every: int | None = None, figsize=(5.5, 3.2), dpi: int = 80) -> None:
-        figsize, dpi = _check_size(figsize, dpi)
+        figsize, dpi = check_size(figsize, dpi)
         if mode not in MODES:
             raise ValueError(f"mode must be 'local' or 'distributed', got {mode!r}")
         if run is None:
@@ -229,14 +229,14 @@ class TrainingPanel(ConfigWidget):
     @staticmethod
     def _grid_options(grid: Grid | None) -> list:
         options = [("from the store(s)", None)] + [(name, name) for name in PRESETS]
-        plain = _grid_to_plain(grid)
+        plain = grid_to_plain(grid)
         if grid is not None and not isinstance(plain, str):
             options.append((f"{grid.name} (custom)", grid))
         return options
 
     @staticmethod
     def _grid_choice(grid: Grid | None):
-        plain = _grid_to_plain(grid)
+        plain = grid_to_plain(grid)
         return plain if plain is None or isinstance(plain, str) else grid
 
     def _run_from_controls(self) -> RunConfig:

@@ -283,7 +283,7 @@ def test_column_observations_and_unflipped_axes(tmp_path):
     truth = write_reference(tmp_path / "ref", observable="column", v_window=(-250.0, 150.0))
     ds = read_iris_dataset(tmp_path / "ref", sampling="exact")
     assert ds.observable == "column" and ds.units["observation"] == "solMass s / (km pc2)"
-    assert ds.gas == "total" and ds.observer["input_space"] == "vrho"
+    assert ds.gas == "total" and ds.observer["input_space"] == "v_density"
     half = 0.5 * 400.0 / 63
     assert ds.grid.velocity == Axis(-150.0 - half, 250.0 + half, 64)  # the reference's axis, sign reversed
     assert read_iris_dataset(tmp_path / "ref").grid.velocity == Axis(-150.0, 250.0, 64)

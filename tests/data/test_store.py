@@ -339,3 +339,76 @@ def test_store_with_velocity_maps_feeds_two_output_models(tmp_path, cmz_store):
 
 def torch_equal(a, b) -> bool:
     return bool((a == b).all())
+
+
+# --------------------------------------------------------------------------- processes sharing a store
+def _script(path: Path, workers: int) -> str:
+    return (f"import sys\nsys.path.insert(0, {str(TESTS_DIR)!r})\n"
+            "from data._models import TINY, cloud_model\n"
+            "from iris_nb.data.store import write_dataset\n"
+            "def three_clouds(grid, seed=0):  # defined in the piped script itself\n"
+            "    return cloud_model(grid, seed=seed, n_clouds=3)\n"
+            f"write_dataset({str(path)!r}, 6, TINY, model=three_clouds, workers={workers}, chunk_size=2, "
+            "progress=False)\n")
+
+
+@pytest.mark.slow
+def test_spawned_workers_run_from_stdin_and_dash_c_scripts(tmp_path):
+    """Worker processes start for a script piped on stdin or given with -c, and write what one process writes."""
+    def three_clouds(grid, seed=0):
+        return cloud_model(grid, seed=seed, n_clouds=3)
+
+    reference = xr.open_zarr(write_dataset(tmp_path / "one.zarr", 6, TINY, model=three_clouds, workers=0,
+                                           chunk_size=2, progress=False))
+    stdin, dash_c = tmp_path / "stdin.zarr", tmp_path / "dash_c.zarr"
+    runs = [subprocess.run([sys.executable, "-"], input=_script(stdin, 2), text=True, capture_output=True,
+                           timeout=300),
+            subprocess.run([sys.executable, "-c", _script(dash_c, 2)], text=True, capture_output=True,
+                           timeout=300)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-2000:]
+    for path in (stdin, dash_c):
+        written = xr.open_zarr(path)
+        for name in ("observation", "target", "sample_seed"):
+            np.testing.assert_array_equal(written[name].values, reference[name].values)
+
+
+def test_a_second_writer_of_the_same_store_is_refused_and_the_first_completes(tmp_path):
+    from iris_nb.data.store import StoreBusyError, lock_path
+
+    path = tmp_path / "shared.zarr"
+    script = tmp_path / "writer.py"
+    script.write_text(
+        f"import sys\nsys.path.insert(0, {str(TESTS_DIR)!r})\n"
+        "from data._models import TINY, slow_cmz\n"
+        "from iris_nb.data.store import write_dataset\n"
+        f"write_dataset({str(path)!r}, 6, TINY, model=slow_cmz, workers=0, chunk_size=2, progress=False)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not (lock_path(path).is_file() and f"pid {proc.pid}" in lock_path(path).read_text()):
+        assert proc.poll() is None, proc.stdout.read().decode()
+        assert time.monotonic() < deadline, "the first writer never took the store"
+        time.sleep(0.02)
+    with pytest.raises(StoreBusyError, match=f"being written by pid {proc.pid}.*wait"):
+        write_dataset(path, 6, TINY, model=slow_cmz, workers=0, chunk_size=2, progress=False)
+    assert proc.wait(timeout=300) == 0, proc.stdout.read().decode()
+    assert store_info(path).complete  # the refused call touched nothing
+    # the lock went with its process: a later call (here a no-op continuation) is let in
+    write_dataset(path, 6, TINY, model=slow_cmz, workers=0, chunk_size=2, progress=False)
+    clean = write_dataset(tmp_path / "clean.zarr", 6, TINY, model=slow_cmz, workers=0, chunk_size=2, progress=False)
+    a, b = xr.open_zarr(path), xr.open_zarr(clean)
+    np.testing.assert_array_equal(a.observation.values, b.observation.values)
+
+
+def test_progress_in_a_log_is_a_few_plain_lines(tmp_path):
+    """Piped (not a terminal), write_dataset's progress is newline-ended lines, one per 10% at most."""
+    script = (f"import sys\nsys.path.insert(0, {str(TESTS_DIR)!r})\n"
+              "from data._models import TINY, cloud_model\n"
+              "from iris_nb.data.store import write_dataset\n"
+              f"write_dataset({str(tmp_path / 'log.zarr')!r}, 40, TINY, model=cloud_model, workers=0, chunk_size=2)\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = [line for line in run.stderr.splitlines() if line.startswith("write_dataset:")]
+    assert "\r" not in run.stderr
+    assert 2 <= len(lines) <= 11, run.stderr
+    assert lines[-1].startswith("write_dataset: 40/40 sample (100%)")

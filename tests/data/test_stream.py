@@ -20,7 +20,7 @@ CONFIG = TrainingConfig(epochs=2, batch_size=2, batches_per_update=1, validation
 
 def model(seed=0):
     torch.manual_seed(seed)
-    return Reverter(GRID, input_space="vrho", width=0.25)
+    return Reverter(GRID, input_space="v_density", width=0.25)
 
 
 def test_items_are_field_ids_drawn_as_cmz_model_fields():
@@ -110,5 +110,5 @@ def test_a_batch_that_does_not_fit_is_refused_before_training():
     from iris_nb.grids import SEDIGISM
 
     with pytest.raises(MemoryError, match="lower the batch"):
-        train_reverter(Reverter(SEDIGISM, input_space="vrho", width=0.25), FieldStream(SEDIGISM, n=10),
+        train_reverter(Reverter(SEDIGISM, input_space="v_density", width=0.25), FieldStream(SEDIGISM, n=10),
                        observer=SimpleObserver(SEDIGISM), config=CONFIG.replace(batch_size=100_000), progress=False)

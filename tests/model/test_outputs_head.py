@@ -6,7 +6,7 @@ import torch
 from iris_nb.data import FieldStream
 from iris_nb.grids import SMALL
 from iris_nb.model import Reverter
-from iris_nb.model.checkpoint import ModelFileError
+from iris_nb.model.model_file import ModelFileError
 from iris_nb.model.head import SynthesisHead, parse_layer
 from iris_nb.sim.observers import SimpleObserver
 from iris_nb.train.config import TrainingConfig
@@ -20,10 +20,10 @@ GRID = SMALL.replace(distance=SMALL.distance.with_steps(64), lon=SMALL.lon.with_
 
 def test_two_output_model_predicts_density_and_velocity_and_round_trips(tmp_path):
     torch.manual_seed(0)
-    model = Reverter(GRID, input_space="vrho", width=0.25, outputs=("density", "velocity"))
+    model = Reverter(GRID, input_space="v_density", width=0.25, outputs=("density", "velocity"))
     out = model(torch.rand(3, 1, 64, 64), reduce=False)
     assert out.shape == (3, 2, 64, 64) and bool((out[:, 0] >= 0).all()) and bool((out[:, 1] < 0).any())
-    plain = Reverter(GRID, input_space="vrho", width=0.25)
+    plain = Reverter(GRID, input_space="v_density", width=0.25)
     assert plain(torch.rand(1, 1, 64, 64), reduce=False).shape == (1, 1, 64, 64)
     # the IRIS layers are unchanged; the velocity head is extra
     extra = set(model.state_dict()) - set(plain.state_dict())
@@ -41,13 +41,13 @@ def test_two_output_model_predicts_density_and_velocity_and_round_trips(tmp_path
     assert Reverter.load(tmp_path / "one.pt", outputs="density").outputs == ("density",)
     with pytest.raises(ValueError, match="outputs must be one of"):
         Reverter(GRID, outputs=("velocity",))
-    scaled = model.multi_unit_call(x, "solMass s / (km pc2)", "g/cm3", in_space="vrho", reduce=False)
+    scaled = model.call_in_units(x, "solMass s / (km pc2)", "g/cm3", in_space="v_density", reduce=False)
     assert torch.allclose(scaled[:, 1], model(x, reduce=False)[:, 1])  # velocities stay in km/s
 
 
 def test_two_output_training_on_fields_reports_velocity_error():
     torch.manual_seed(1)
-    model = Reverter(GRID, input_space="vrho", width=0.25, outputs=("density", "velocity"))
+    model = Reverter(GRID, input_space="v_density", width=0.25, outputs=("density", "velocity"))
     assert isinstance(make_loss("scaled_density", model), DensityVelocityLoss)
     config = TrainingConfig(epochs=2, batch_size=4, device="cpu", validation_fraction=0.25, seed=2)
     observer = SimpleObserver(GRID)
@@ -105,7 +105,7 @@ def test_head_layers_parse_and_start_as_identity():
 
 def test_head_is_saved_and_trained(tmp_path):
     torch.manual_seed(0)
-    model = Reverter(GRID, input_space="vrho", width=0.25, head=["8-3-linear-relu", "1-1-linear-none"])
+    model = Reverter(GRID, input_space="v_density", width=0.25, head=["8-3-linear-relu", "1-1-linear-none"])
     model.save(tmp_path / "head.pt")
     again = Reverter.load(tmp_path / "head.pt")
     assert again.head is not None and again.head.layers == ["8-3-linear-relu", "1-1-linear-none"]
@@ -117,7 +117,7 @@ def test_head_is_saved_and_trained(tmp_path):
 
 
 def test_in_memory_pairs_with_velocity_train_a_two_output_model():
-    from iris_nb.data.fields import observed_pairs
+    from iris_nb.data.field_datasets import observed_pairs
     from iris_nb.sim.columnize import columnize_velocity_tensors
 
     stream = FieldStream(GRID, n=6, seed=2)
@@ -126,7 +126,7 @@ def test_in_memory_pairs_with_velocity_train_a_two_output_model():
     fields = stream.draw(torch.tensor([4]))
     assert torch.allclose(pairs.tensors[1][4, 1], columnize_velocity_tensors(fields)[0])
     torch.manual_seed(2)
-    model = Reverter(GRID, input_space="vrho", width=0.25, outputs=("density", "velocity"))
+    model = Reverter(GRID, input_space="v_density", width=0.25, outputs=("density", "velocity"))
     result = train_reverter(model, pairs, config=TrainingConfig(epochs=1, batch_size=3, device="cpu",
                                                                 validation_fraction=0.0), progress=False)
     assert all(torch.isfinite(torch.tensor(result.train_losses)))

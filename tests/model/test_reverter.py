@@ -222,23 +222,42 @@ def test_gradients_reach_every_parameter_in_training():
 
 
 # --------------------------------------------------------------------------- units
-def test_multi_unit_call_input_units(small_model):
+def test_call_in_units_input_units(small_model):
     cube_k = torch.rand(1, 1, 128, 32, 128) * 5
     with torch.no_grad():
-        in_k = small_model.multi_unit_call(cube_k, "K", "Msun/pc3")
-        in_mk = small_model.multi_unit_call(cube_k * 1000, u.mK, "Msun/pc3")
+        in_k = small_model.call_in_units(cube_k, "K", "Msun/pc3")
+        in_mk = small_model.call_in_units(cube_k * 1000, u.mK, "Msun/pc3")
         direct = small_model(cube_k)
     assert in_k.abs().max() > 0
     assert (in_mk - in_k).abs().max() <= 1e-5 * in_k.abs().max()  # float32 rounding of x * 1000 * 0.001
     torch.testing.assert_close(in_k, direct)
 
 
-def test_multi_unit_call_output_units(small_model):
+def test_multi_unit_call_is_the_former_name_of_call_in_units(small_model):
+    assert Reverter.multi_unit_call is Reverter.call_in_units
+
+
+def test_channels_last_converts_the_weights_both_ways():
+    model = randomise(Reverter(SMALL, width=0.25), seed=1).eval()
+    weight = model.encoder[0].weight
+    pv = torch.rand(1, 1, 128, 128)
+    with torch.no_grad():
+        plain = model(pv, reduce=False)
+        assert not model.channels_last
+        model.channels_last = True
+        assert model.channels_last and model.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+        assert (model(pv, reduce=False) - plain).abs().max() <= 1e-4 * plain.abs().max()  # float rounding
+        model.channels_last = False
+        assert not model.channels_last and model.encoder[0].weight.is_contiguous()
+    assert weight.shape == model.encoder[0].weight.shape
+
+
+def test_call_in_units_output_units(small_model):
     cube = torch.rand(1, 1, 128, 32, 128)
     with torch.no_grad():
-        msun = small_model.multi_unit_call(cube, "K", "Msun/pc3")
-        grams = small_model.multi_unit_call(cube, "K", u.g / u.cm**3)
-        number = small_model.multi_unit_call(cube, "K", "cm-3")
+        msun = small_model.call_in_units(cube, "K", "Msun/pc3")
+        grams = small_model.call_in_units(cube, "K", u.g / u.cm**3)
+        number = small_model.call_in_units(cube, "K", "cm-3")
     factor = (1 * u.Msun / u.pc**3).to_value(u.g / u.cm**3)
     assert msun.abs().max() > 0
     torch.testing.assert_close(grams, msun * factor, rtol=1e-5, atol=0)
@@ -251,28 +270,28 @@ def test_intensity_and_temperature_convert_through_rayleigh_jeans(small_model):
     nu = SMALL.rest_frequency * u.GHz
     mjy_per_k = (1 * u.K).to_value(u.MJy / u.sr, equivalencies=u.brightness_temperature(nu))
     with torch.no_grad():
-        from_t = small_model.multi_unit_call(cube_k, "K", "Msun/pc3", in_space="T")
-        from_i = small_model.multi_unit_call(cube_k * mjy_per_k, "MJy/sr", "Msun/pc3", in_space="I")
+        from_t = small_model.call_in_units(cube_k, "K", "Msun/pc3", in_space="temperature")
+        from_i = small_model.call_in_units(cube_k * mjy_per_k, "MJy/sr", "Msun/pc3", in_space="intensity")
     assert (from_i - from_t).abs().max() <= 1e-5 * from_t.abs().max()
     # a model trained on intensity gets temperatures converted the other way
-    i_model = Reverter(SMALL, input_space="I", units={"intensity": "Jy/sr"})
-    assert i_model.input_scale("K", "T") == pytest.approx(mjy_per_k * 1e6, rel=1e-6)
+    i_model = Reverter(SMALL, input_space="intensity", units={"intensity": "Jy/sr"})
+    assert i_model.input_scale("K", "temperature") == pytest.approx(mjy_per_k * 1e6, rel=1e-6)
 
 
 def test_unit_errors_come_before_the_network(small_model):
     wrong_shape = torch.zeros(1, 1, 7, 7, 7)
-    with pytest.raises(ValueError, match="trained on 'T'"):
-        small_model.multi_unit_call(wrong_shape, "solMass s / (km pc2)", "Msun/pc3", in_space="vrho")
+    with pytest.raises(ValueError, match="trained on 'temperature'"):
+        small_model.call_in_units(wrong_shape, "solMass s / (km pc2)", "Msun/pc3", in_space="v_density")
     with pytest.raises(ValueError, match="in_space must be one of"):
-        small_model.multi_unit_call(wrong_shape, "K", "Msun/pc3", in_space="N")
+        small_model.call_in_units(wrong_shape, "K", "Msun/pc3", in_space="N")
     with pytest.raises(ValueError, match="brightness_scale"):
-        small_model.multi_unit_call(wrong_shape, "Jy/beam", "Msun/pc3")
+        small_model.call_in_units(wrong_shape, "Jy/beam", "Msun/pc3")
     with pytest.raises(ValueError, match="cannot convert density"):
-        small_model.multi_unit_call(wrong_shape, "K", "km/s")
-    vrho_model = Reverter(SMALL, input_space="vrho")
-    with pytest.raises(ValueError, match="trained on 'vrho'"):
-        vrho_model.multi_unit_call(wrong_shape, "K", "Msun/pc3", in_space="T")
-    assert vrho_model.input_scale("g s / (cm2 km)", "vrho") == pytest.approx(
+        small_model.call_in_units(wrong_shape, "K", "km/s")
+    vrho_model = Reverter(SMALL, input_space="v_density")
+    with pytest.raises(ValueError, match="trained on 'v_density'"):
+        vrho_model.call_in_units(wrong_shape, "K", "Msun/pc3", in_space="temperature")
+    assert vrho_model.input_scale("g s / (cm2 km)", "v_density") == pytest.approx(
         (1 * u.g / u.cm**2 / (u.km / u.s)).to_value(u.Msun / u.pc**2 / (u.km / u.s)))
 
 

@@ -7,7 +7,7 @@ import torch
 from iris_nb.data import FieldStream
 from iris_nb.grids import SMALL
 from iris_nb.model import RIM, Reverter
-from iris_nb.model.checkpoint import ModelFileError
+from iris_nb.model.model_file import ModelFileError
 from iris_nb.reversion import revert
 from iris_nb.sim import make_cmz
 from iris_nb.sim.observers import SimpleObserver
@@ -26,7 +26,7 @@ CONFIG = TrainingConfig(epochs=4, batch_size=8, device="cpu", validation_fractio
 
 def two_output(seed=0):
     torch.manual_seed(seed)
-    return Reverter(GRID, input_space="vrho", width=0.25, outputs=("density", "velocity"))
+    return Reverter(GRID, input_space="v_density", width=0.25, outputs=("density", "velocity"))
 
 
 @pytest.fixture(scope="module")
@@ -46,15 +46,15 @@ def trained():
 
 def test_bad_rims_are_refused():
     with pytest.raises(ValueError, match="velocity"):
-        RIM(Reverter(GRID, input_space="vrho", width=0.25))
+        RIM(Reverter(GRID, input_space="v_density", width=0.25))
     with pytest.raises(ValueError, match="steps"):
         RIM(two_output(), steps=0)
     with pytest.raises(ValueError, match="grid"):
         RIM(two_output(), forward_model=TopDownObserver(SMALL))
     with pytest.raises(TypeError, match="Reverter"):
         RIM(torch.nn.Linear(2, 2))
-    with pytest.raises(ValueError, match="'I'"):
-        RIM(Reverter(GRID, input_space="I", width=0.25, outputs=("density", "velocity")))
+    with pytest.raises(ValueError, match="'intensity'"):
+        RIM(Reverter(GRID, input_space="intensity", width=0.25, outputs=("density", "velocity")))
 
 
 def test_an_untrained_rim_returns_the_reverter_maps_and_its_gradient_lowers_the_misfit():
@@ -111,7 +111,7 @@ def test_rim_files_round_trip_and_revert_gives_consistency_maps(trained, tmp_pat
         again = TopDownObserver(GRID)(torch.from_numpy(out["density"].values)[None, None],
                                       torch.from_numpy(out["velocity_los"].values)[None, None])[0, 0]
         np.testing.assert_allclose(out["pv_model"].values, again.numpy(), rtol=1e-4, atol=1e-5)
-    plain = revert(cube, Reverter(GRID, input_space="vrho", width=0.25), device="cpu")
+    plain = revert(cube, Reverter(GRID, input_space="v_density", width=0.25), device="cpu")
     assert plain.name == "density" and plain.dims == ("distance", "lon")
 
 

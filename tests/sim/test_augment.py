@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from iris_nb.data.fields import GasModelDataset
+from iris_nb.data.field_datasets import GasModelDataset
 from iris_nb.data.store import sample_seed, store_info, write_dataset
 from iris_nb.grids import SMALL, Axis
 from iris_nb.sim import FieldAugmentation, observer_jitter

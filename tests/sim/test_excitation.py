@@ -295,8 +295,8 @@ def test_bad_input_is_refused_before_solving(monkeypatch, kwargs, message):
     def no_solve(*args, **kw):
         raise AssertionError("bad input reached the solver")
 
-    monkeypatch.setattr(exc, "_collision_matrix", no_solve)
-    monkeypatch.setattr(exc, "_optically_thin", no_solve)
+    monkeypatch.setattr(exc, "collision_matrix", no_solve)
+    monkeypatch.setattr(exc, "optically_thin_populations", no_solve)
     args = {"n_h2": 1e3, "t_kin": 20.0, "column": 1e15, "fwhm": 1.0} | kwargs
     with pytest.raises(ValueError, match=message):
         solve_excitation(CO13, **args)

@@ -13,9 +13,8 @@ from scipy.special import erf  # noqa: E402
 
 from iris_nb.grids import SMALL, Axis  # noqa: E402
 from iris_nb.sim import LineObserver, Noise, SimpleObserver, family_summary, make_cmz  # noqa: E402
-from iris_nb.sim.family import (  # noqa: E402
-    OBSERVABLES, PUBLISHED_RANGES, cell_volumes, cube_observables, effective_line_width, h2_mass,
-)
+from iris_nb.sim.family import OBSERVABLES, PUBLISHED_RANGES  # noqa: E402
+from iris_nb.sim.observables import cell_volumes, cube_observables, effective_line_width, h2_mass  # noqa: E402
 from iris_nb.sim.fields import HYDROGEN_MASS_FRACTION, field_from_arrays  # noqa: E402
 
 # the SMALL window at a few pixels: fast, for everything but the reality check itself

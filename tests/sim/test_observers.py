@@ -147,7 +147,7 @@ def test_simple_observer_gradient_and_bad_input():
     with pytest.raises(ValueError, match="grid expects"):
         SimpleObserver(grid)(bad)
     with pytest.raises(TypeError, match="dict"):
-        SimpleObserver(grid)(random_field(grid, 2))
+        SimpleObserver(grid)(random_field(grid, 2).density.values)
     with pytest.raises(TypeError, match="Grid"):
         SimpleObserver("SMALL")
 
@@ -312,6 +312,21 @@ def test_observe_returns_labelled_cubes():
     assert isinstance(many, xr.DataArray)
     with pytest.raises(ValueError, match="do not match"):
         LineObserver(SMALL).observe(fields[0])
+
+
+def test_observers_take_xarray_fields_when_called():
+    grid = TINY
+    fields = [random_field(grid, 1), random_field(grid, 2)]
+    for observer in (SimpleObserver(grid), LineObserver(grid, excitation="lte")):
+        one = observer(fields[0])
+        assert isinstance(one, xr.DataArray) and one.dims == ("lon", "lat", "velocity")
+        xr.testing.assert_identical(one, observer.observe(fields[0]))
+        many = observer(fields)
+        assert many.dims[0] == "sample" and many.sizes["sample"] == 2
+        tensor = observer(field_tensors(fields))
+        np.testing.assert_allclose(tensor.numpy(), many.values, rtol=1e-6, atol=1e-6)
+    with pytest.raises(TypeError, match="xarray field Dataset"):
+        SimpleObserver(grid)(fields[0].density)
 
 
 def test_line_observer_rejects_bad_settings():

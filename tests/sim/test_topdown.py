@@ -63,14 +63,14 @@ def test_gradient_of_the_data_misfit_lowers_it():
 
 
 def test_brightness_surrogate_and_bad_input():
-    model = TopDownObserver(GRID, input_space="T", scale=0.5)
+    model = TopDownObserver(GRID, input_space="temperature", scale=0.5)
     d = torch.rand(2, 1, 64, 64)
     v = torch.zeros(2, 1, 64, 64)
     assert torch.allclose(model(d, v), 0.5 * TopDownObserver(GRID)(d, v), rtol=1e-6)
-    assert not model.log_scale.requires_grad and TopDownObserver(GRID, "T").log_scale.requires_grad
+    assert not model.log_scale.requires_grad and TopDownObserver(GRID, "temperature").log_scale.requires_grad
     with pytest.raises(ValueError, match="distance, lon"):
         model(d[:, :, :10], v)
-    with pytest.raises(ValueError, match="vrho"):
-        TopDownObserver(GRID, input_space="I")
+    with pytest.raises(ValueError, match="v_density"):
+        TopDownObserver(GRID, input_space="intensity")
     with pytest.raises(ValueError, match="positive"):
-        TopDownObserver(GRID, input_space="T", scale=-1.0)
+        TopDownObserver(GRID, input_space="temperature", scale=-1.0)

@@ -41,7 +41,7 @@ def test_calibration_of_a_synthetic_ensemble_with_known_errors():
 
 
 def test_bootstrap_ensemble_is_scored_with_its_spread(tmp_path):
-    model = Reverter(GRID, input_space="vrho", width=0.25)
+    model = Reverter(GRID, input_space="v_density", width=0.25)
     config = TrainingConfig(epochs=1, batch_size=4, device="cpu", validation_fraction=0.25, seed=3)
     stream = FieldStream(GRID, n=16, seed=1)
     members, results = train_ensemble(3, model, stream, observer=OBSERVER, config=config, bootstrap=True,
@@ -56,7 +56,7 @@ def test_bootstrap_ensemble_is_scored_with_its_spread(tmp_path):
 
 
 def test_column_consistency_restores_each_longitude_column():
-    model = Reverter(GRID, input_space="vrho", width=0.25)
+    model = Reverter(GRID, input_space="v_density", width=0.25)
     stream = FieldStream(GRID, n=2, seed=4)
     inputs, targets = BatchPreparer(model, "stream", torch.device("cpu"), observer=OBSERVER, dataset=stream)(
         torch.arange(2))
@@ -66,7 +66,7 @@ def test_column_consistency_restores_each_longitude_column():
     assert torch.allclose(fixed.double().sum(-2) * GRID.distance.step, observed, rtol=1e-4)
     halved = column_consistent(model, 0.5 * targets, inputs)
     assert torch.allclose(halved, fixed, rtol=1e-5)  # a uniformly wrong mass is put right
-    with pytest.raises(ValueError, match="vrho"):
+    with pytest.raises(ValueError, match="v_density"):
         column_consistent(Reverter(GRID, width=0.25), targets, inputs)
     metrics = evaluate(model, stream, observer=OBSERVER, config=TrainingConfig(device="cpu", batch_size=2),
                        column_consistent=True)

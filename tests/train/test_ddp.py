@@ -42,7 +42,7 @@ def test_two_ranks_match_one_process_with_the_global_batch(store, tmp_path):
     assert len(batch_events) == 4 and {info["n_batches"] for info in batch_events} == {2}
     assert [info["epoch"] for event, info in events if event == "epoch_end"] == [0, 1]
     assert isinstance(result.model, Reverter) and result.model.grid == GRID
-    assert result.model.input_space == "vrho"
+    assert result.model.input_space == "v_density"
 
     # both ranks end with bit-identical weights, and model.pt holds them
     hashes = [(folder / "debug" / f"rank{k}_state.sha256").read_text().strip() for k in (0, 1)]

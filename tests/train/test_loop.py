@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DistributedSampler, TensorDataset
 
-from iris_nb.data.fields import GasModelDataset
+from iris_nb.data.field_datasets import GasModelDataset
 from iris_nb.grids import SMALL
 from iris_nb.model import Reverter
 from iris_nb.sim.cmz import make_cmz
@@ -40,7 +40,7 @@ def pairs(n=6, seed=0):
     return TensorDataset(x, y)
 
 
-def model(seed=0, grid=GRID, input_space="T"):
+def model(seed=0, grid=GRID, input_space="temperature"):
     torch.manual_seed(seed)
     return Reverter(grid, input_space=input_space)
 
@@ -154,7 +154,7 @@ def test_physical_fields_are_observed_on_the_fly():
     observer = SimpleObserver(GRID)
     with pytest.raises(ValueError, match="input_space"):
         BatchPreparer(model(), "fields", torch.device("cpu"), observer=observer)
-    mdl = model(input_space="vrho")
+    mdl = model(input_space="v_density")
     prep = BatchPreparer(mdl, "fields", torch.device("cpu"), observer=observer)
     batch = {k: torch.stack([fields[0][k], fields[1][k]]) for k in fields[0]}
     inputs, targets = prep(batch)
@@ -176,12 +176,12 @@ def test_store_pairs_are_converted_to_the_model_units(tmp_path):
     train = PreObservedDataset(tmp_path / "store", split="train", validation_fraction=0.25, test_fraction=0.0)
     with pytest.raises(ValueError, match="input_space"):
         train_reverter(model(), train, config=quick())  # a brightness model given column densities
-    mdl = Reverter(GRID, input_space="vrho", units={"density": "solMass / kpc3", "v_density": "kg s / m3"})
+    mdl = Reverter(GRID, input_space="v_density", units={"density": "solMass / kpc3", "v_density": "kg s / m3"})
     prep = BatchPreparer(mdl, "pairs", torch.device("cpu"), dataset=train)
     x, y = train[0]
     inputs, targets = prep((x[None], y[None]))
     assert torch.allclose(targets[0], y * density_scale("solMass / pc3", "solMass / kpc3"), rtol=1e-5)
-    assert torch.allclose(inputs[0], x * mdl.input_scale("solMass s / (km pc2)", "vrho"), rtol=1e-5)
+    assert torch.allclose(inputs[0], x * mdl.input_scale("solMass s / (km pc2)", "v_density"), rtol=1e-5)
     result = train_reverter(mdl, train, config=quick(), progress=False)
     assert np.isfinite(result.train_losses[0])
 
@@ -208,7 +208,7 @@ def test_a_store_is_read_chunk_by_chunk_in_training(tmp_path, monkeypatch):
         if event == "train_begin":  # forget the reads of the checks before training
             decoded.clear(), read.clear()
 
-    mdl = Reverter(GRID, input_space="vrho")
+    mdl = Reverter(GRID, input_space="v_density")
     train_reverter(mdl, train, config=quick(epochs=2, batch_size=3), callbacks=[start_counting], progress=False)
     assert len(read) == 48
     first, second = read[:24], read[24:]
@@ -244,7 +244,7 @@ def test_bad_input_is_refused_before_training(tmp_path):
         train_reverter(model(), TensorDataset(torch.rand(4, 1, 32, 32), torch.rand(4, 1, 32, 32)), config=quick())
     other = GRID.replace(lat=GRID.lat.with_steps(4))
     with pytest.raises(ValueError, match="grid"):
-        train_reverter(model(input_space="vrho"), GasModelDataset(other, n=2), observer=SimpleObserver(other),
+        train_reverter(model(input_space="v_density"), GasModelDataset(other, n=2), observer=SimpleObserver(other),
                        config=quick())
     with pytest.raises(ValueError, match="observer"):
         train_reverter(model(), GasModelDataset(GRID, n=2), config=quick())
@@ -305,7 +305,7 @@ def test_ensemble_members_differ_and_checkpoint_apart(tmp_path):
 
 def test_ensemble_members_keep_the_template_width():
     torch.manual_seed(0)
-    narrow = Reverter(GRID, input_space="T", width=0.25)
+    narrow = Reverter(GRID, input_space="temperature", width=0.25)
     fresh = train_ensemble(1, narrow, pairs(2), config=quick(), progress=False)
     tuned = train_ensemble(1, narrow, pairs(2), config=quick(), reinitialize=False, progress=False)
     for member in fresh + tuned:

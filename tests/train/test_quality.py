@@ -27,7 +27,7 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-from iris_nb.data.fields import GasModelDataset, observed_pairs
+from iris_nb.data.field_datasets import GasModelDataset, observed_pairs
 from iris_nb.grids import SMALL
 from iris_nb.model import Reverter
 from iris_nb.sim.observers import SimpleObserver
@@ -49,7 +49,7 @@ def train_and_test(n_train: int, n_test: int, width: float, config: TrainingConf
     train, test = Subset(pairs, range(n_train)), Subset(pairs, range(n_train, n_train + n_test))
     data_seconds = time.perf_counter() - start
     torch.manual_seed(0)
-    model = Reverter(SMALL, input_space="vrho", width=width)
+    model = Reverter(SMALL, input_space="v_density", width=width)
     untrained = test_reverter(model, test, config=config, train_dataset=train)
     result = train_reverter(model, train, config=config, progress=False)
     values = test_reverter(model, test, config=config, train_dataset=train)

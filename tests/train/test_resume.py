@@ -2,6 +2,7 @@
 uninterrupted one; foreign or incompatible checkpoints are refused and left untouched."""
 
 import hashlib
+import os
 
 import pytest
 import torch
@@ -9,7 +10,9 @@ from torch.utils.data import TensorDataset
 
 from iris_nb.grids import SMALL
 from iris_nb.model import Reverter
-from iris_nb.train.checkpoint import CheckpointMismatchError, atomic_torch_save, load_checkpoint
+from iris_nb.model.model_file import ModelFileError
+from iris_nb.train.launch import load_run_result
+from iris_nb.train.resume import CheckpointMismatchError, CheckpointReadError, atomic_torch_save, load_checkpoint
 from iris_nb.train.config import TrainingConfig
 from iris_nb.train.loop import train_reverter
 
@@ -117,3 +120,70 @@ def test_broken_checkpoint_and_failed_save_leave_files_intact(tmp_path):
         atomic_torch_save({"bad": lambda: None}, path)  # cannot be pickled: fails half-way
     assert digest(path) == before
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_newest_checkpoint_resumes_from_the_previous_one(tmp_path):
+    config = CONFIG.replace(epochs=2)
+    net = model(0)
+    train_reverter(net, data(), config=config, checkpoint_dir=tmp_path, progress=False)
+    assert load_checkpoint(tmp_path / "checkpoint.previous.pt")["epoch"] == 1  # kept by the second save
+    final = Reverter.load(tmp_path / "model.pt")
+    truncate(tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointReadError, match="checkpoint.pt: the file is truncated or damaged"):
+        load_checkpoint(tmp_path)
+    with pytest.warns(RuntimeWarning, match="(?s)truncated.*Resuming from .*checkpoint.previous.pt .epoch 1"):
+        resumed = train_reverter(model(5), data(), config=config, checkpoint_dir=tmp_path, progress=False)
+    assert resumed.epochs_completed == 2 and not resumed.stopped
+    for (name, a), b in zip(resumed.model.state_dict().items(), final.state_dict().values()):
+        assert torch.allclose(a.double(), b.double(), rtol=0, atol=1e-6), name
+    assert (tmp_path / "checkpoint.damaged.pt").is_file() and load_checkpoint(tmp_path)["epoch"] == 2
+
+
+def test_truncated_files_name_the_file_and_the_fix(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    atomic_torch_save({"format": "iris_nb.training_checkpoint", "weights": torch.zeros(10_000)},
+                      folder / "checkpoint.pt")
+    truncate(folder / "checkpoint.pt")
+    with pytest.raises(CheckpointReadError, match="run/checkpoint.pt: the file is truncated.*move the file away"):
+        train_reverter(model(0), data(), config=CONFIG, checkpoint_dir=folder, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt"]  # no previous: nothing moved
+    model(0).save(folder / "model.pt")
+    truncate(folder / "model.pt")
+    with pytest.raises(ModelFileError, match="run/model.pt: the file is truncated or damaged"):
+        Reverter.load(folder / "model.pt")
+    (folder / "result.json").write_text('{"format": "iris_nb.run_result", "res')
+    with pytest.raises(ValueError, match="result.json is not complete JSON"):
+        load_run_result(folder)
+
+
+class _Payload:
+    """Unpickling it would create a marker file: code run from a file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_files_holding_code_are_refused_without_running_it(tmp_path):
+    marker = tmp_path / "code_ran"
+    folder = tmp_path / "run"
+    folder.mkdir()
+    torch.save({"format": "iris_nb.training_checkpoint", "format_version": 1, "model": _Payload(marker)},
+               folder / "checkpoint.pt")
+    with pytest.raises(CheckpointReadError, match="checkpoint.pt: it holds pickled Python objects.*refused"):
+        train_reverter(model(0), data(), config=CONFIG, checkpoint_dir=folder, progress=False)
+    torch.save({"format": "iris_nb.reverter", "format_version": 1, "state_dict": {"w": _Payload(marker)},
+                "metadata": {}}, folder / "model.pt")
+    with pytest.raises(ModelFileError, match="model.pt: it holds pickled Python objects.*refused"):
+        Reverter.load(folder / "model.pt")
+    with pytest.raises(ModelFileError, match="pickled Python objects"):
+        Reverter.load(folder / "checkpoint.pt")
+    assert not marker.exists()

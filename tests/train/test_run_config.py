@@ -11,6 +11,7 @@ import pytest
 from iris_nb.cli import _parser, main
 from iris_nb.grids import SEDIGISM
 from iris_nb.model import Reverter
+from iris_nb.sim import LitterConfig
 from iris_nb.sim.noise import NoiseConfig
 from iris_nb.train.config import TrainingConfig
 from iris_nb.train.run import RunConfig, RunConfigError, as_run
@@ -51,7 +52,10 @@ def test_yaml_json_and_dict_round_trips(store, tmp_path):
     scaled = run.replace(litter={"paths": [store], "p": 0.5, "scale": 2})
     assert scaled.to_dict()["litter"] == {"paths": [store], "p": 0.5, "scale": 2.0}
     assert RunConfig.from_yaml(scaled.to_yaml(tmp_path / "scaled.yaml")) == scaled
-    assert run.replace(litter={"paths": [store], "p": 0.5, "scale": 1}).litter == {"paths": (store,), "p": 0.5}
+    assert run.replace(litter={"paths": [store], "p": 0.5, "scale": 1}).litter == LitterConfig((store,), p=0.5)
+    assert isinstance(two.litter, LitterConfig) and two.litter.p == (0.5, 0.1) and two.litter.paths == (store, store)
+    # a LitterConfig is accepted as it is, and still reads like the old dict
+    assert run.replace(litter=scaled.litter).litter is scaled.litter and dict(scaled.litter)["scale"] == 2.0
     narrow = run.replace(width=0.25)
     assert RunConfig.from_yaml(narrow.to_yaml(tmp_path / "narrow.yaml")).width == 0.25
 
@@ -98,6 +102,8 @@ def test_seed_overrides_training_seed(store):
     ({"litter": {"p": 0.5}}, ["litter", "paths"]),
     ({"litter": {"paths": ["a", "b"], "p": [0.5]}}, ["2 paths but 1 probabilities"]),
     ({"litter": {"paths": ["a"], "scale": -1}}, ["litter", "scale", ">= 0"]),
+    ({"litter": {"paths": ["a"], "prob": 0.5}}, ["litter", "prob", "known keys"]),
+    ({"litter": ["a"]}, ["litter", "LitterConfig", "list"]),
     ({"noise": {"sigma": -1}}, ["sigma", ">= 0"]),
     ({"noise": {"sigma": 0.9, "channel_width": 0}}, ["channel_width", "> 0 km/s"]),
     ({"noise": {"sigma": 0.9, "channel_width": "fine"}}, ["channel_width", "'grid'"]),
@@ -159,7 +165,7 @@ def test_check_reduction_and_init_model(store, tmp_path):
     with pytest.raises(RunConfigError, match="reduced with 'mean'.*reduction: mean"):
         RunConfig(dataset=store, reduction="max").check()
     good = tmp_path / "good.pt"
-    Reverter(GRID, input_space="vrho").save(good)
+    Reverter(GRID, input_space="v_density").save(good)
     assert RunConfig(dataset=store, init=str(good)).check() == GRID
     other_grid = tmp_path / "other.pt"
     Reverter(GRID.replace(lon=GRID.lon.__class__(-1.0, 1.0, 64))).save(other_grid)
@@ -207,7 +213,7 @@ def test_cli_train_runs_a_config_and_prints_progress_lines(store, tmp_path, caps
     assert written["run"] == run.to_dict() and written["world_size"] == 1
     assert written["result"]["train_losses"] == [events[3]["train_loss"]]
     model = Reverter.load(tmp_path / "cli" / "model.pt")
-    assert model.grid == GRID and model.input_space == "vrho"
+    assert model.grid == GRID and model.input_space == "v_density"
     # a second start with --no-resume refuses to overwrite the finished run
     with pytest.raises(ValueError):
         main(["train", "--config", str(config), "--device", "cpu", "--no-resume", "--progress", "none"])
@@ -237,3 +243,15 @@ def test_litter_from_stores_reaches_the_inputs(store, tmp_path):
     # same seeded initial weights and samples: only the litter added to every input differs
     assert first[0] != pytest.approx(first[1], rel=1e-6)
     assert first[2] != pytest.approx(first[1], rel=1e-6)  # the litter scale reaches training
+
+
+def test_in_memory_pairs_are_refused_before_training(tmp_path):
+    from iris_nb.train.run import prepare_pairs
+
+    run = RunConfig(dataset="never.zarr", checkpoint_dir=str(tmp_path / "ckpt"))
+    with pytest.raises(ValueError, match="empty"):
+        prepare_pairs(run, [])
+    with pytest.raises(TypeError, match="sized torch Dataset"):
+        prepare_pairs(run, iter([]))
+    with pytest.raises(ValueError, match="needs a grid"):
+        prepare_pairs(run, [(np.zeros((1, 4, 4)), np.zeros((1, 4, 4)))])

@@ -50,7 +50,7 @@ def reference(cube, models):
     with torch.inference_mode():
         for model in models:
             model.eval()
-            members.append(model.multi_unit_call(batch, "K", "Msun/pc3", reduce=False)[0, 0].numpy())
+            members.append(model.call_in_units(batch, "K", "Msun/pc3", reduce=False)[0, 0].numpy())
     members = np.stack(members)
     return {"members": members, "mean": members.mean(axis=0), "std": members.std(axis=0)}
 

@@ -10,6 +10,7 @@ from iris_nb.data.datasets import PreObservedDataset
 from iris_nb.data.store import write_dataset
 from iris_nb.grids import SMALL, Axis
 from iris_nb.quickstart import toy_cmz_cube
+from iris_nb.sim import LitterConfig
 from iris_nb.sim.litter import far_side_litter, litter_grid, near_side_litter
 from iris_nb.sim.observers import SimpleObserver
 from iris_nb.train.run import RunConfig
@@ -58,14 +59,14 @@ def test_adding_stores_and_editing_p_update_value_observers_and_preview(stores):
 
     picker.path_input.value = stores["near"]  # typed, then the Add button
     picker.add_button.click()
-    assert picker.value == {"paths": (stores["near"],), "p": 0.5} and seen[-1] == picker.value
+    assert picker.value == LitterConfig((stores["near"],), p=0.5) and seen[-1] == picker.value
     assert picker.path_input.value == "" and picker.sides == {stores["near"]: "near"}
     assert picker.rows[stores["near"]]["side"].disabled  # the store says which side it is
     first = png(picker)
     np.testing.assert_allclose(picker.pv.values, 0.5 * images(stores["near"]).mean(0), rtol=1e-5, atol=1e-6)
 
     picker.add(stores["far"])
-    assert picker.value == {"paths": (stores["near"], stores["far"]), "p": 0.5}
+    assert picker.value == LitterConfig((stores["near"], stores["far"]), p=0.5)
     assert picker.sides[stores["far"]] == "far" and "background" in picker.caption.value
     assert picker.hit_fraction == pytest.approx(0.75) and "75.0%" in picker.caption.value
     second = png(picker)
@@ -79,7 +80,7 @@ def test_adding_stores_and_editing_p_update_value_observers_and_preview(stores):
     assert png(picker) != second
 
     picker.rows[stores["near"]]["remove"].click()
-    assert picker.value == {"paths": (stores["far"],), "p": 0.2} and list(picker.rows) == [stores["far"]]
+    assert picker.value == LitterConfig((stores["far"],), p=0.2) and list(picker.rows) == [stores["far"]]
     assert len(seen) == 4
 
 
@@ -99,7 +100,7 @@ def test_scale_and_example_draws(stores):
     seen = []
     picker.observe(lambda change: seen.append(change), names="value")
     picker.scale_input.value = 2.0  # the run's litter scale: part of the value
-    assert picker.scale == 2.0 and picker.value == {**value, "scale": 2.0} and len(seen) == 1
+    assert picker.scale == 2.0 and picker.value == value.replace(scale=2.0) and len(seen) == 1
     np.testing.assert_allclose(picker.pv.values, 2.0 * drawn, rtol=1e-6)
     assert png(picker) != before and "x2" in picker.caption.value
     assert picker.to_dict()["litter"]["scale"] == 2.0
@@ -201,6 +202,11 @@ def test_config_round_trip_and_run_config_yaml(stores, tmp_path):
     RunConfig(dataset="cmz.zarr", litter=same_p.value).to_yaml(path)
     assert LitterPicker.from_run(path).value == same_p.value
 
+    typed = LitterPicker(value=LitterConfig([stores["near"], stores["far"]], p=(0.3, 0.6)), grid=GRID, **SIZE)
+    assert typed.value == picker.value and typed.value.p == (0.3, 0.6)  # a LitterConfig is taken as it is
+    typed.value = {"paths": [stores["far"]], "p": 0.1, "scale": 2}  # a dict is assigned as before
+    assert typed.value == LitterConfig((stores["far"],), p=0.1, scale=2.0) and typed.scale == 2.0
+
     empty = LitterPicker()
     assert empty.to_dict() == {"litter": None}
     RunConfig(dataset="cmz.zarr", litter=empty.value).to_yaml(path)
@@ -231,7 +237,7 @@ def test_bad_construction_raises_and_display(stores, tmp_path):
     picker = LitterPicker([stores["near"]], **SIZE)
     bundle = picker._repr_mimebundle_()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == picker.widget.model_id
-    assert bundle["text/plain"].startswith("LitterPicker(value={'paths':")
+    assert bundle["text/plain"].startswith("LitterPicker(value=LitterConfig(paths=(")
     assert isinstance(picker.widget, ipw.VBox) and picker.preview in picker.widget.children
     picker.close()
     assert picker.widget.comm is None and picker.rows[stores["near"]]["p"].comm is None

@@ -10,7 +10,8 @@ import yaml
 from iris_nb.cube import reduce_cube
 from iris_nb.grids import SMALL, Axis
 from iris_nb.quickstart import toy_cmz_cube
-from iris_nb.widgets import ErrorMessage, ReductionPicker, render_png, report_errors
+from iris_nb.widgets import ReductionPicker
+from iris_nb.widgets.base import ErrorMessage, render_png, report_errors
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 GRID = SMALL.replace(lon=Axis(-1.5, 1.5, 64), lat=Axis(-0.375, 0.375, 8), velocity=Axis(-200, 200, 64))
@@ -157,3 +158,19 @@ def test_render_png_leaves_no_pyplot_figure():
     before = plt.get_fignums()
     png = render_png(lambda ax: ax.plot([0, 1], [1, 0]), figsize=(2, 1), dpi=50)
     assert png.startswith(PNG_MAGIC) and plt.get_fignums() == before
+
+
+def test_package_lists_what_a_notebook_types_and_keeps_old_names():
+    import iris_nb.widgets as widgets
+    from iris_nb.cube import REDUCTIONS
+    from iris_nb.model import REDUCTIONS as model_reductions
+
+    assert sorted(widgets.__all__) == ["LitterPicker", "NoisePicker", "REDUCTIONS", "ReductionPicker",
+                                       "ReversionExplorer", "TrainingPanel"]
+    assert widgets.REDUCTIONS is REDUCTIONS is model_reductions
+    from iris_nb.widgets import ErrorMessage as moved, store_side  # listed here before
+    from iris_nb.widgets.litter import store_side as in_module
+
+    assert moved is ErrorMessage and store_side is in_module
+    with pytest.raises(AttributeError):
+        widgets.no_such_widget

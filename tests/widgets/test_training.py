@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from iris_nb.data.fields import GasModelDataset, observed_pairs
+from iris_nb.data.field_datasets import GasModelDataset, observed_pairs
 from iris_nb.sim.noise import NoiseConfig
 from iris_nb.sim.observers import SimpleObserver
 from iris_nb.train.run import RunConfig

@@ -17,7 +17,7 @@ from .conftest import randomise
 @pytest.fixture(scope="module")
 def small_model():
     torch.manual_seed(11)
-    model = Reverter(SMALL, reduction="max", input_space="I", units={"density": "g/cm3", "intensity": "Jy/sr"},
+    model = Reverter(SMALL, reduction="max", input_space="intensity", units={"density": "g/cm3", "intensity": "Jy/sr"},
                      provenance={"run": "unit-test", "seed": 11})
     return randomise(model, seed=4).eval()
 
@@ -27,7 +27,7 @@ def test_bare_iris_state_dict_loads_and_gives_the_reference_outputs(tmp_path, re
     path = tmp_path / "chp_32.pt"
     torch.save(reference_512.state_dict(), path)
     model = Reverter.load(path).eval()
-    assert model.grid == SEDIGISM and model.reduction == "mean" and model.input_space == "T"
+    assert model.grid == SEDIGISM and model.reduction == "mean" and model.input_space == "temperature"
     assert set(model.state_dict()) == set(reference_512.state_dict())
     assert model.units["temperature"] == u.mK and model.units["density"] == u.g / u.cm**3
     assert model.num_parameters() == sum(p.numel() for p in reference_512.parameters() if p.requires_grad)
@@ -48,6 +48,21 @@ def test_data_parallel_prefixes_are_stripped(tmp_path, small_model):
         assert torch.equal(model.state_dict()[key], value), key
 
 
+def test_old_input_space_codes_are_accepted(tmp_path):
+    """Models and files written before the rename said "T", "I" and "vrho"."""
+    for old, new in (("T", "temperature"), ("I", "intensity"), ("vrho", "v_density")):
+        assert Reverter(SMALL, input_space=old, width=0.125).input_space == new
+    path = tmp_path / "old.pt"
+    Reverter(SMALL, input_space="v_density", width=0.125).save(path)
+    content = torch.load(path, weights_only=True)
+    assert content["metadata"]["input_space"] == "v_density"
+    content["metadata"]["input_space"] = "vrho"  # as files were written before the rename
+    torch.save(content, path)
+    assert Reverter.load(path).input_space == "v_density"
+    with pytest.raises(ValueError, match="input_space must be one of .'temperature', 'intensity', 'v_density'."):
+        Reverter(SMALL, input_space="flux")
+
+
 # --------------------------------------------------------------------------- own format
 def test_save_load_round_trip_keeps_weights_and_metadata(tmp_path, small_model):
     path = tmp_path / "model.pt"
@@ -55,7 +70,7 @@ def test_save_load_round_trip_keeps_weights_and_metadata(tmp_path, small_model):
     assert small_model.provenance == {"run": "unit-test", "seed": 11, "epochs": 3}
     loaded = Reverter.load(path, map_location=torch.device("cpu"))
     assert loaded.grid == SMALL and loaded.grid.name == "SMALL"
-    assert loaded.reduction == "max" and loaded.input_space == "I"
+    assert loaded.reduction == "max" and loaded.input_space == "intensity"
     assert loaded.units == small_model.units and loaded.units["density"] == u.g / u.cm**3
     assert loaded.provenance == {"run": "unit-test", "seed": 11, "epochs": 3}
     for key, value in small_model.state_dict().items():

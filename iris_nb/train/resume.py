@@ -1,4 +1,5 @@
-"""Training checkpoints: the full state needed to resume a run exactly.
+"""Resuming a run: training checkpoints (the full state needed to continue exactly), and
+finding the one to continue from.
 
 ``<checkpoint_dir>/checkpoint.pt`` is a ``torch.save`` of a plain dictionary::
 
@@ -13,32 +14,46 @@
      "input_statistics": InputStatisticsRecorder.state_dict()}   # the inputs summarised so far
 
 Files are written to a temporary file in the same folder, flushed to disk and moved over
-the old one with :func:`os.replace`, so a crash never leaves a half-written checkpoint and
-never destroys the previous one.  They are read with ``weights_only=True`` (no code runs).
+the old one with :func:`os.replace`, so a crash never leaves a half-written checkpoint.  The
+checkpoint it replaces is kept as ``checkpoint.previous.pt`` (a second copy on disk): when
+``checkpoint.pt`` is damaged afterwards (a full disk, a copy cut short), :func:`open_checkpoint`
+resumes from the previous one and says so.  Files are read with ``weights_only=True``: a file
+holding pickled objects that would run code is refused, without running them.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import random
+import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .._files import atomic_torch_save
+from ..units import input_space_name
 
-__all__ = ["CHECKPOINT_NAME", "MODEL_NAME", "CheckpointMismatchError", "model_signature", "save_checkpoint",
-           "load_checkpoint", "check_compatible", "rng_state", "set_rng_state", "atomic_torch_save"]
+__all__ = ["CHECKPOINT_NAME", "PREVIOUS_NAME", "MODEL_NAME", "CheckpointMismatchError", "CheckpointReadError",
+           "model_signature", "save_checkpoint", "load_checkpoint", "check_compatible", "open_checkpoint",
+           "rng_state", "set_rng_state", "atomic_torch_save"]
 
 CHECKPOINT_FORMAT = "iris_nb.training_checkpoint"
 CHECKPOINT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"
+PREVIOUS_NAME = "checkpoint.previous.pt"
+"""The checkpoint that ``checkpoint.pt`` replaced, kept so that a damaged newest file loses one interval."""
 MODEL_NAME = "model.pt"
 
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint belongs to another model or an incompatible configuration."""
+
+
+class CheckpointReadError(CheckpointMismatchError):
+    """A checkpoint file cannot be read: truncated, not a torch file, or holding code."""
 
 
 def model_signature(model) -> dict:
@@ -82,12 +97,30 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(folder: str | Path, payload: dict) -> Path:
-    """Write ``payload`` (see the module docstring) to ``folder/checkpoint.pt`` atomically."""
+    """Write ``payload`` (see the module docstring) to ``folder/checkpoint.pt`` atomically,
+    keeping the checkpoint it replaces as ``folder/checkpoint.previous.pt``.
+
+    ``checkpoint.pt`` exists at every moment (the old one or the new one): the previous file
+    is first given its second name, by a hard link (a copy where links are not possible).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     full = {"format": CHECKPOINT_FORMAT, "format_version": CHECKPOINT_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **payload}
-    return atomic_torch_save(full, folder / CHECKPOINT_NAME)
+    current = folder / CHECKPOINT_NAME
+    if current.is_file():
+        _keep_as_previous(current, folder / PREVIOUS_NAME)
+    return atomic_torch_save(full, current)
+
+
+def _keep_as_previous(current: Path, previous: Path) -> None:
+    partial = previous.with_name(f".{previous.name}.part")
+    partial.unlink(missing_ok=True)
+    try:
+        os.link(current, partial)
+    except OSError:  # no hard links on this file system
+        shutil.copyfile(current, partial)
+    os.replace(partial, previous)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
@@ -96,6 +129,8 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     Raises :class:`CheckpointMismatchError` when the file is not a training checkpoint, and
     :class:`FileNotFoundError` when it does not exist.
     """
+    from ..model.model_file import describe_load_error
+
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
@@ -104,9 +139,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     try:
         content = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated, foreign or unsafe files raise many types
-        raise CheckpointMismatchError(
-            f"cannot read training checkpoint {path} ({type(err).__name__}: {str(err)[:200]}); it may be "
-            "truncated or not a checkpoint written by iris_nb; move it away to start afresh"
+        raise CheckpointReadError(
+            f"cannot read training checkpoint {path}: {describe_load_error(err, path)}. Nothing was loaded; move "
+            "the file away to start afresh"
         ) from err
     if not isinstance(content, dict) or content.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointMismatchError(
@@ -126,6 +161,8 @@ def check_compatible(checkpoint: dict, model, config, path="checkpoint") -> None
     from .config import TrainingConfig
 
     saved, current = checkpoint.get("model_signature", {}), model_signature(model)
+    if saved.get("input_space") in ("T", "I", "vrho"):  # the codes of checkpoints before the rename
+        saved = {**saved, "input_space": input_space_name(saved["input_space"])}
     problems = []
     for key in ("grid", "reduction", "input_space", "units"):
         if saved.get(key) != current[key]:
@@ -151,3 +188,64 @@ def check_compatible(checkpoint: dict, model, config, path="checkpoint") -> None
             "not continue the same run. Use the checkpoint's config (TrainingConfig.from_dict(load_checkpoint("
             "path)['config'])) or a new checkpoint_dir"
         )
+
+
+def open_checkpoint(checkpoint_dir, resume: bool, model, config):
+    """The checkpoint folder and the state to resume from, ``(folder, state or None)``.
+
+    Rank 0 reads the checkpoint and the other ranks receive it.  An unreadable
+    ``checkpoint.pt`` (truncated, damaged) with a good ``checkpoint.previous.pt`` beside it
+    resumes from the previous one, with a warning; the damaged file is renamed
+    ``checkpoint.damaged.pt`` so that the next save does not keep it as the previous one.
+    """
+    from .distributed import is_distributed, rank
+
+    if checkpoint_dir is None:
+        return None, None
+    folder = Path(checkpoint_dir).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"checkpoint_dir {folder} is a file; give a folder")
+    state, error = None, None
+    if rank() == 0:
+        try:
+            state = _read_for_resume(folder, resume, model, config)
+        except (ValueError, OSError) as err:
+            error = err
+    if is_distributed():
+        import torch.distributed as dist
+
+        box = [state, None if error is None else f"{type(error).__name__}: {error}"]
+        dist.broadcast_object_list(box, src=0)
+        state, message = box
+        if message is not None and error is None:
+            raise ValueError(f"rank 0 refused the checkpoint: {message}")
+    if error is not None:
+        raise error
+    return folder, state
+
+
+def _read_for_resume(folder: Path, resume: bool, model, config) -> dict | None:
+    path, previous = folder / CHECKPOINT_NAME, folder / PREVIOUS_NAME
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        return None
+    if not resume:
+        raise ValueError(f"{path} already holds a checkpoint and resume=False; pass resume=True to "
+                         "continue it, choose another checkpoint_dir, or delete the file to start over")
+    try:
+        state = load_checkpoint(path)
+    except CheckpointReadError as err:
+        if not previous.is_file():
+            raise
+        try:
+            state = load_checkpoint(previous)
+        except CheckpointReadError:
+            raise err from None
+        check_compatible(state, model, config, previous)
+        damaged = folder / "checkpoint.damaged.pt"
+        os.replace(path, damaged)
+        warnings.warn(f"{err}\nResuming from the checkpoint before it, {previous} (epoch {state['epoch']}, batch "
+                      f"{state['batch']}); the damaged file was renamed {damaged.name}", RuntimeWarning, stacklevel=3)
+        return state
+    check_compatible(state, model, config, path)
+    return state

@@ -5,7 +5,8 @@ A model file is a ``torch.save`` of a plain dictionary::
     {"format": "iris_nb.reverter", "format_version": 1,
      "state_dict": {name: tensor, ...},
      "metadata": {"grid": Grid.to_dict(), "width": float, "reduction": ...,
-                  "input_space": ..., "units": {space: str}, "iris_nb_version": ..., "provenance": {...},
+                  "input_space": "temperature" | "intensity" | "v_density",
+                  "units": {space: str}, "iris_nb_version": ..., "provenance": {...},
                   "input_statistics": InputStatistics.to_dict() or None,
                   "created": ISO-8601 UTC, "parameters": int}}
 
@@ -16,17 +17,19 @@ entry (written before it existed) have width 1.  Files without ``"input_statisti
 before the out-of-distribution guard, and bare state dicts) load with
 ``model.input_statistics = None``, which the model's repr notes in one line; ``revert`` then
 checks nothing.  Statistics of a newer definition than this iris_nb knows are dropped the same way.
+Files written before the input spaces were renamed say ``"T"``, ``"I"`` or ``"vrho"``; they load
+as ``"temperature"``, ``"intensity"`` and ``"v_density"``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import os
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
+from .. import __version__
 from .._files import atomic_torch_save
 from ..grids import SEDIGISM, Grid, get_grid
 from .architecture import ENCODER_STAGES, build_decoder, build_encoder, check_width, stage_range
@@ -47,13 +50,6 @@ class ModelFileNotFoundError(ModelFileError, FileNotFoundError):
     """The model file does not exist (also a :class:`FileNotFoundError`)."""
 
 
-def _package_version() -> str:
-    try:
-        return version("iris_nb")
-    except PackageNotFoundError:
-        return "0.0.0+unknown"
-
-
 def save_reverter(model, path, provenance: dict | None = None) -> Path:
     """Write ``model`` with its metadata to ``path`` atomically; returns the path.
 
@@ -61,7 +57,7 @@ def save_reverter(model, path, provenance: dict | None = None) -> Path:
     ``path`` with :func:`os.replace`, so an interrupted or failing save never leaves a
     half-written file and never destroys an existing one.
     """
-    from .reverter import _check_provenance
+    from .reverter import check_provenance
 
     if getattr(model, "inference_only", False):
         raise ValueError(
@@ -74,7 +70,7 @@ def save_reverter(model, path, provenance: dict | None = None) -> Path:
         raise ModelFileNotFoundError(f"cannot save model to {path}: folder {folder} does not exist")
     if path.is_dir():
         raise ModelFileError(f"cannot save model to {path}: it is a folder; give a file name like model.pt")
-    merged = {**model.provenance, **_check_provenance(provenance)}
+    merged = {**model.provenance, **check_provenance(provenance)}
     model.provenance = merged
     payload = {
         "format": FORMAT,
@@ -86,7 +82,7 @@ def save_reverter(model, path, provenance: dict | None = None) -> Path:
             "reduction": model.reduction,
             "input_space": model.input_space,
             "units": {space: unit.to_string() for space, unit in model.units.items()},
-            "iris_nb_version": _package_version(),
+            "iris_nb_version": __version__,
             "provenance": merged,
             "input_statistics": _statistics_dict(model),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -124,6 +120,28 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def describe_load_error(err: Exception, path=None) -> str:
+    """What a failed ``torch.load(path, weights_only=True)`` means, in words a user can act on."""
+    import pickle
+    import zipfile
+
+    text = str(err).strip()
+    if isinstance(err, pickle.UnpicklingError) and "weights only" in text.lower():
+        return ("it holds pickled Python objects, which could run code when loaded; it was refused "
+                "without running them (only tensors and plain values are read). Re-save the weights "
+                "from a trusted session with Reverter.save")
+    try:  # torch files are zip archives: a zip start without a readable end is a file cut short
+        cut = path is not None and Path(path).read_bytes()[:4] == b"PK\x03\x04" and not zipfile.is_zipfile(path)
+    except OSError:
+        cut = False
+    if cut or isinstance(err, (EOFError, OSError)) or "central directory" in text or "zip archive" in text:
+        return ("the file is truncated or damaged (not a complete torch file); it was probably cut short by "
+                "a full disk, an interrupted copy or a killed writer. Copy or write it again")
+    first_line = text.splitlines()[0] if text else type(err).__name__
+    return (f"it is not a (complete) torch file or holds objects other than tensors and plain values "
+            f"({type(err).__name__}: {first_line[:200]})")
+
+
 def read_model_file(path, map_location="cpu") -> tuple[dict, dict | None]:
     """Read a model file safely: ``(state_dict, metadata)``; ``metadata`` is ``None`` for
     a bare state dict.  Raises :class:`ModelFileError` naming the file and the problem."""
@@ -135,11 +153,7 @@ def read_model_file(path, map_location="cpu") -> tuple[dict, dict | None]:
     try:
         content = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises many types for foreign, truncated or unsafe files
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelFileError(
-            f"cannot read model file {path}: it is not a (complete) torch file or holds objects "
-            f"other than tensors and plain values ({type(err).__name__}: {first_line[:200]})"
-        ) from err
+        raise ModelFileError(f"cannot read model file {path}: {describe_load_error(err, path)}") from err
     if isinstance(content, dict) and "format" in content:
         if content.get("format") == "iris_nb.rim":
             raise ModelFileError(f"model file {path} holds a RIM (a Reverter with a refinement network); load it "
@@ -197,9 +211,9 @@ def infer_width(state: dict, grid: Grid | str) -> float | None:
     A width found this way builds the same layers as the one the model was made with, but
     may differ from it as a number (0.3 may come back as 0.3125).
     """
-    from .reverter import _grid_size
+    from .reverter import grid_size
 
-    size = _grid_size(get_grid(grid))
+    size = grid_size(get_grid(grid))
     stages, _ = stage_range(size)
     candidates = [1.0]
     for k in (stages.start, 9):
@@ -246,7 +260,7 @@ def build_reverter(state: dict, metadata: dict | None, path, map_location="cpu",
             model = cls(grid=grid, width=width)
         else:
             model = cls(grid=Grid.from_dict(metadata["grid"]), reduction=metadata.get("reduction", "mean"),
-                        input_space=metadata.get("input_space", "T"), provenance=metadata.get("provenance"),
+                        input_space=metadata.get("input_space", "temperature"), provenance=metadata.get("provenance"),
                         width=metadata.get("width", 1.0), input_statistics=_read_statistics(metadata),
                         outputs=tuple(metadata.get("outputs") or ("density",)), head=metadata.get("head"))
     except (AttributeError, KeyError, TypeError, ValueError) as err:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "compare_methods.py"
+from ._scripts import load_script
+
 
 
 def test_every_method_is_scored(tmp_path):
-    spec = importlib.util.spec_from_file_location("compare_methods", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("compare_methods")
     out = tmp_path / "compare.json"
     result = module.main(["--train", "16", "--test", "4", "--epochs", "1", "--rim-epochs", "1", "--rim-steps", "1",
                           "--json", str(out)])

@@ -3,10 +3,8 @@ two in-family fields, one out-of-family snapshot (written as AREPO HDF5, read by
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,16 +12,14 @@ import torch
 
 import iris_nb
 
+from ._scripts import load_script
+
 pytest.importorskip("h5py")
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "evaluate_pretrained.py"
 
 
 @pytest.fixture(scope="module")
 def evaluation():
-    spec = importlib.util.spec_from_file_location("evaluate_pretrained", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("evaluate_pretrained")
 
 
 def test_training_excitation_reads_provenance(evaluation):

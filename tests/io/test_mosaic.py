@@ -140,6 +140,34 @@ def test_line_names_are_compared_loosely(tmp_path):
     np.testing.assert_array_equal(open_cube([west, east]).values, data)
 
 
+def test_tile_narrower_than_a_channel_is_averaged_into_one(tmp_path):
+    data = unique_cube((LON.size, LAT.size, VEL.size))
+    step = VEL[1] - VEL[0]
+    wide = VEL[1] + np.array([-0.375, 0.375]) * step  # two channels 0.75 pixel wide, around VEL[1]
+    west = write_fits_cube(tmp_path / "w.fits", data[WEST], LON[WEST], LAT, VEL)
+    east = write_fits_cube(tmp_path / "e.fits", data[EAST, :, :2], LON[EAST], LAT, wide)
+    with pytest.warns(UserWarning, match="not on the pixel grid"):
+        cube = open_cube([west, east])
+    np.testing.assert_allclose(cube.velocity.values, VEL, atol=1e-9)
+    only_east = cube.values[14:]  # columns that only the narrow tile covers
+    np.testing.assert_allclose(only_east[:, :, 1], data[EAST, :, :2][4:].mean(axis=2), rtol=1e-6)
+    assert np.isnan(np.delete(only_east, 1, axis=2)).all()
+
+
+def test_tiles_that_cannot_be_put_on_the_grid_say_why(tmp_path):
+    data = unique_cube((LON.size, LAT.size, VEL.size))
+    step = LON[1] - LON[0]
+    west = write_fits_cube(tmp_path / "w.fits", data[WEST], LON[WEST], LAT, VEL)
+    between = LON[2] + np.array([0.2, 0.5]) * step  # two fine pixels between two centres of the grid
+    narrow = write_fits_cube(tmp_path / "n.fits", data[:2], between, LAT, VEL)
+    with pytest.warns(UserWarning, match="not on the pixel grid"), pytest.raises(ValueError, match="covers no lon"):
+        open_cube([west, narrow])
+    shifted = LON[EAST] + 0.3 * step  # off the grid in lon, so lon and lat are interpolated ...
+    single = write_fits_cube(tmp_path / "s.fits", data[EAST, :1], shifted, LAT[:1], VEL)  # ... from one lat row
+    with pytest.warns(UserWarning, match="not on the pixel grid"), pytest.raises(ValueError, match="single lat pixel"):
+        open_cube([west, single])
+
+
 def test_mosaic_rejects_non_kelvin_tiles():
     tile = xr.DataArray(np.ones((2, 2, 2)), dims=("lon", "lat", "velocity"), attrs={"units": "mK"})
     with pytest.raises(ValueError, match="convert every tile to K"):

@@ -1,4 +1,6 @@
-"""``GasModelDataset``: physical fields drawn by a gas model on demand, no store needed.
+"""Datasets of fields made on the fly: ``GasModelDataset``, and pairs observed from it in memory.
+
+``GasModelDataset`` holds physical fields drawn by a gas model on demand, no store needed.
 
 Item ``i`` is the gas model's field for seed ``sample_seed(seed, i)`` (the same per-sample
 seed as :func:`iris_nb.data.store.write_dataset`, so a store written with ``seed`` holds
@@ -12,23 +14,15 @@ from __future__ import annotations
 
 import numbers
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from ..cube import REDUCTIONS
+from .._progress import progress_iter
 from ..grids import Grid, get_grid
+from .store import sample_seed
 
-__all__ = ["GasModelDataset", "InMemoryPairs", "observed_pairs", "default_sample_seed"]
-
-
-def default_sample_seed(seed: int, index: int) -> int:
-    """Gas-model seed of sample ``index`` (``iris_nb.data.store.sample_seed`` when present)."""
-    try:
-        from .store import sample_seed
-    except ImportError:  # the store module is optional for this dataset
-        words = np.random.SeedSequence(int(seed), spawn_key=(int(index),)).generate_state(2, dtype=np.uint32)
-        return int((int(words[0]) << 32 | int(words[1])) % 2**63)
-    return sample_seed(int(seed), int(index))
+__all__ = ["GasModelDataset", "InMemoryPairs", "observed_pairs"]
 
 
 def _default_model():
@@ -110,7 +104,7 @@ class GasModelDataset(Dataset):
 
     def sample_seed(self, index: int) -> int:
         """Gas seed of item ``index``."""
-        return default_sample_seed(self.seed, self._index(index))
+        return sample_seed(self.seed, self._index(index))
 
     def field(self, index: int):
         """Item ``index`` as an xarray field Dataset (distance, lon, lat), augmented if asked."""
@@ -166,7 +160,7 @@ def observed_pairs(fields: Dataset, observer, reduction: str = "mean", batch_siz
     from ..sim.columnize import columnize_tensors, columnize_velocity_tensors
     from .stream import FieldStream
 
-    if reduction not in ("mean", "max"):
+    if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be 'mean' or 'max', got {reduction!r}")
     grid = getattr(fields, "grid", None) or getattr(observer, "grid", None)
     observer_grid = getattr(observer, "grid", None)
@@ -181,9 +175,7 @@ def observed_pairs(fields: Dataset, observer, reduction: str = "mean", batch_siz
     loader = DataLoader(fields, batch_size=batch_size, shuffle=False,
                         num_workers=0 if stream is not None else int(num_workers))
     if progress:
-        from tqdm.auto import tqdm
-
-        loader = tqdm(loader, desc="observing", unit="batch")
+        loader = progress_iter(loader, len(loader) if hasattr(loader.dataset, "__len__") else None, "observing")
     with torch.no_grad():
         for batch in loader:
             batch = stream.draw(batch, device) if stream is not None else {k: v.to(device) for k, v in batch.items()}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -12,14 +11,12 @@ import torch
 
 from iris_nb.model import Reverter
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "paper_scale.py"
+from ._scripts import load_script
+
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("paper_scale", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("paper_scale")
 
 
 def check_report(report: dict, out: Path) -> None:

@@ -1,5 +1,6 @@
 """The headless quickstart runs as a real subprocess and writes real PNG figures."""
 
+import re
 import subprocess
 import sys
 
@@ -21,9 +22,12 @@ def test_python_m_iris_nb_writes_figures_and_says_where(tmp_path):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert png.stat().st_size > 10_000
         assert str(png.resolve()) in proc.stdout
-    # an untrained model must be announced as such
+    # an untrained model must be announced as such; a trained one with its measured correlation
     if "pretrained" not in proc.stdout:
         assert "RANDOMLY INITIALISED" in proc.stdout
+    else:
+        quoted = re.search(r"test correlation ([-0-9.a-z]+)", proc.stdout).group(1)
+        assert 0.0 < float(quoted) <= 1.0, proc.stdout
 
 
 def test_toy_cube_follows_the_conventions_and_rotates_the_right_way():

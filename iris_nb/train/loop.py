@@ -145,8 +145,9 @@ class _Trainer:
         self.main = self.rank == 0
         self.comm = device if (self.distributed and device.type == "cuda") else torch.device("cpu")
         model.to(device)
+        self._restore_channels_last = config.channels_last and not getattr(model, "channels_last", False)
         if config.channels_last:
-            model.channels_last = True
+            model.channels_last = True  # for the run only: fit() gives the model back as it came
         if state is not None:
             model.load_state_dict(state["model"])
         self.net = model
@@ -272,6 +273,8 @@ class _Trainer:
                     break
         finally:
             bar.close()
+            if self._restore_channels_last:
+                self.model.channels_last = False
         if self.distributed:
             revert_sync_batchnorm(self.model)
         self._record_statistics()

@@ -234,6 +234,16 @@ def test_a_non_finite_loss_stops_training_before_the_weights_change():
                and "running" not in k)
 
 
+def test_channels_last_training_gives_the_model_back_as_it_came():
+    net = model()
+    result = train_reverter(net, pairs(4), config=quick(channels_last=True), progress=False)
+    assert np.isfinite(result.train_losses[0])
+    assert not net.channels_last and net.encoder[0].weight.is_contiguous()
+    net.channels_last = True  # a model that was channels-last stays so
+    train_reverter(net, pairs(4), config=quick(channels_last=True), progress=False)
+    assert net.channels_last and net.encoder[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_bf16_autocast_on_cpu_trains():
     result = train_reverter(model(), pairs(2), config=quick(precision="bf16"), progress=False)
     assert np.isfinite(result.train_losses[0])

@@ -1,6 +1,7 @@
 """The model shipped with the package loads offline, documents itself and reverts real data."""
 
 import numpy as np
+import torch
 import pytest
 
 import iris_nb
@@ -37,3 +38,29 @@ def test_shipped_model_reverts_an_unseen_synthetic_cmz():
     unknown = pytest.raises(ValueError, match="unknown pretrained model")
     with unknown:
         iris_nb.pretrained("cmz-huge")
+
+
+@pytest.mark.slow
+def test_finetune_script_continues_the_shipped_model_on_fresh_fields_and_resumes(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "finetune_pretrained.py"
+    spec = importlib.util.spec_from_file_location("finetune_pretrained", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = ["--minutes", "5", "--fields", "8", "--replay", "2", "--batch", "4", "--n-litter", "4",
+            "--workdir", str(tmp_path)]
+    first = module.main(args)
+    assert (first["fields_drawn"], first["fields_reused"]) == (8, 8) and not first["stopped_by_time"]
+    tuned = iris_nb.Reverter.load(tmp_path / "model.pt")
+    shipped = iris_nb.pretrained("cmz-small")
+    assert tuned.provenance["finetune"]["start"] == "cmz-small"
+    changed = [not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), shipped.state_dict().values())
+               if a.is_floating_point()]
+    assert any(changed)  # it trained
+    again = module.main(args)  # finished: the checkpoint says so, nothing is drawn again
+    assert again["fields_drawn"] == 8
+    resumed = iris_nb.Reverter.load(tmp_path / "model.pt")
+    for a, b in zip(resumed.state_dict().values(), tuned.state_dict().values()):
+        assert torch.equal(a, b)
